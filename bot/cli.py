@@ -79,13 +79,17 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         SummaryRow("held back: blocked by filter", str(st.blocked)),
         SummaryRow("held back: rate-limited", str(st.rate_limited)),
         SummaryRow("failed", str(st.failed + st.store_unhealthy)),
-        SummaryRow("reply latency p50 / p95", f"{ms(_percentile(st.latencies_s, 50))} / "
-                   f"{ms(_percentile(st.latencies_s, 95))}"),
+        SummaryRow(
+            "reply latency p50 / p95",
+            f"{ms(_percentile(st.latencies_s, 50))} / {ms(_percentile(st.latencies_s, 95))}",
+        ),
         SummaryRow("first token p50", ms(_percentile(st.first_token_s, 50))),
-        SummaryRow("end of speech → reply p50 (stream s)",
-                   f"{_percentile(st.speech_to_reply_s, 50):.1f} s"),
-        SummaryRow("transcription lag p50 (stream s)",
-                   f"{_percentile(st.transcription_lag_s, 50):.1f} s"),
+        SummaryRow(
+            "end of speech → reply p50 (stream s)", f"{_percentile(st.speech_to_reply_s, 50):.1f} s"
+        ),
+        SummaryRow(
+            "transcription lag p50 (stream s)", f"{_percentile(st.transcription_lag_s, 50):.1f} s"
+        ),
         SummaryRow("SQLite log", f"{result.db_path} (stream {result.stream_id})"),
     ]
     title = "replay interrupted" if result.interrupted else "replay finished"
@@ -127,12 +131,22 @@ def build_parser() -> argparse.ArgumentParser:
         "audio, feeds the chat log, and shows what the bot would reply, with a summary and "
         "a SQLite log at the end. Without arguments it replays the project's demo stream.",
     )
-    rp.add_argument("--audio", default=str(DEMO_AUDIO), help="audio or video file (any FFmpeg format)")
-    rp.add_argument("--chat", default=str(DEMO_CHAT), help="chat log (TwitchDownloader JSON, "
-                    "Twitch v5 JSON, chat-downloader JSON/JSONL)")
+    rp.add_argument(
+        "--audio", default=str(DEMO_AUDIO), help="audio or video file (any FFmpeg format)"
+    )
+    rp.add_argument(
+        "--chat",
+        default=str(DEMO_CHAT),
+        help="chat log (TwitchDownloader JSON, Twitch v5 JSON, chat-downloader JSON/JSONL)",
+    )
     rp.add_argument("--speed", type=float, default=1.0, help="replay speed (default 1 = real time)")
-    rp.add_argument("--until", type=float, default=None, metavar="SECONDS",
-                    help="stop after this many seconds of stream")
+    rp.add_argument(
+        "--until",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop after this many seconds of stream",
+    )
     rp.add_argument("--db", default=None, help="SQLite log (default: storage.db_path)")
     rp.add_argument("--model", default=None, help="model directory or Hugging Face id")
     rp.add_argument("--adapter", default=None, help="LoRA adapter directory")

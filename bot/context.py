@@ -34,7 +34,7 @@ class ContextSnapshot:
     """The newest viewer (non-bot) messages with ``offset <= now``."""
 
 
-def render_line(item: Utterance | ChatMessage) -> str:
+def format_line(item: Utterance | ChatMessage) -> str:
     """The default one-line rendering of a transcript or chat line."""
     if isinstance(item, Utterance):
         return f"[streamer] {item.text.strip()}"
@@ -122,7 +122,7 @@ def trim_to_budget(
     snapshot: ContextSnapshot,
     count_tokens: Callable[[str], int],
     budget: int,
-    render: Callable[[Utterance | ChatMessage], str] = render_line,
+    render_line: Callable[[Utterance | ChatMessage], str] = format_line,
     *,
     keep: ChatMessage | None = None,
 ) -> ContextSnapshot:
@@ -140,7 +140,7 @@ def trim_to_budget(
     """
     items: list[Utterance | ChatMessage] = [*snapshot.utterances, *snapshot.chat]
     n_utt = len(snapshot.utterances)
-    costs = [count_tokens(render(item)) for item in items]
+    costs = [count_tokens(render_line(item)) for item in items]
 
     wanted: list[int] = []
     if keep is not None:
@@ -178,6 +178,7 @@ def trim_to_budget(
     chat = tuple(m for i, m in enumerate(snapshot.chat) if n_utt + i in kept)
     dropped = len(items) - len(kept)
     if dropped:
-        logger.debug("context trimmed: dropped %d of %d lines to fit %d tokens",
-                     dropped, len(items), budget)
+        logger.debug(
+            "context trimmed: dropped %d of %d lines to fit %d tokens", dropped, len(items), budget
+        )
     return ContextSnapshot(now=snapshot.now, utterances=utterances, chat=chat)

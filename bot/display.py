@@ -48,8 +48,9 @@ class Display:
         if self._show_chat:
             who = escape(message.display_name or message.user)
             style = "dim" if message.is_bot else "white"
-            self._console.print(f"[dim]{_clock(message.offset)}[/] [{style}]{who}: "
-                                f"{escape(message.text)}[/]")
+            self._console.print(
+                f"[dim]{_clock(message.offset)}[/] [{style}]{who}: {escape(message.text)}[/]"
+            )
 
     def reply(self, reply: Reply) -> None:
         when = _clock(reply.offset)

@@ -166,7 +166,7 @@ class VllmEngine:
             log.info("serving the base model")
             return None
         directory = Path(path).expanduser().resolve()
-        if not (directory / "adapter_config.json").exists():
+        if not await asyncio.to_thread((directory / "adapter_config.json").exists):
             raise ModelError(f"{directory} is not a LoRA adapter (no adapter_config.json)")
         from vllm.lora.request import LoRARequest
 
@@ -197,9 +197,9 @@ class VllmEngine:
     async def generate(self, prompt_ids: list[int], options: SamplingOptions) -> Generation:
         """Generate ``options.n`` candidates for one prompt, streamed; abort on cancel."""
         from vllm import SamplingParams
+        from vllm.exceptions import VLLMError
         from vllm.inputs import TokensPrompt
         from vllm.lora.request import LoRARequest
-        from vllm.exceptions import VLLMError
         from vllm.sampling_params import RequestOutputKind
 
         params = SamplingParams(

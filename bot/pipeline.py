@@ -129,7 +129,9 @@ class Pipeline:
         wake_at: float | None = None
         try:
             while True:
-                timeout = None if wake_at is None else max(0.0, (wake_at - clock.now()) / clock.speed)
+                timeout = (
+                    None if wake_at is None else max(0.0, (wake_at - clock.now()) / clock.speed)
+                )
                 try:
                     item = await asyncio.wait_for(self.inbox.get(), timeout)
                 except TimeoutError:

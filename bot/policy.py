@@ -93,9 +93,7 @@ class PolicyState:
 
     def addresses_bot(self, message: ChatMessage) -> bool:
         """Whether a viewer message names the bot as a word or ``@name``."""
-        return not self.is_bot_message(message) and bool(
-            self.limits.address.search(message.text)
-        )
+        return not self.is_bot_message(message) and bool(self.limits.address.search(message.text))
 
     def with_chat(self, message: ChatMessage) -> PolicyState:
         """The state after a chat message arrived."""
@@ -108,8 +106,7 @@ class PolicyState:
         recent = [t for t in recent if t > newest - lim.burst_window_s][-lim.max_recent :]
         pending = self.pending
         if self.addresses_bot(message):
-            cutoff = max(message.offset, self.pending[-1].offset if self.pending else 0.0)
-            cutoff -= lim.addressed_max_age_s
+            cutoff = max(m.offset for m in (*self.pending, message)) - lim.addressed_max_age_s
             kept = [m for m in self.pending if m.offset >= cutoff] + [message]
             kept.sort(key=lambda m: m.offset)
             pending = tuple(kept[-MAX_PENDING:])
@@ -215,7 +212,9 @@ class ReplyPolicy:
                 False, None, None, "global_cooldown", state.last_finished + s.global_cooldown_s
             )
 
-        cooling = {u: t + s.user_cooldown_s for u, t in state.user_replied if t + s.user_cooldown_s > now}
+        cooling = {
+            u: t + s.user_cooldown_s for u, t in state.user_replied if t + s.user_cooldown_s > now
+        }
         oldest_ok = now - self._limits.addressed_max_age_s
         waiting_users: list[float] = []
         for message in reversed(state.pending):

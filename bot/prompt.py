@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.context import ContextSnapshot, render_line, trim_to_budget
+from bot.context import ContextSnapshot, trim_to_budget
 from bot.errors import ConfigError
 from bot.events import ChatMessage, Utterance
 from bot.settings import PROJECT_ROOT, ReplySettings
@@ -79,7 +79,7 @@ class PromptBuilder:
             snapshot,
             self._count_tokens,
             self._settings.prompt_token_budget,
-            render=_render_quoted,
+            render_line=_render_quoted,
             keep=target,
         )
         transcript = "\n".join(_render_quoted(u) for u in trimmed.utterances) or "(silence)"
@@ -104,7 +104,7 @@ def clean_generation(text: str, bot_name: str) -> str:
             break
     if len(line) >= 2 and line[0] == line[-1] and line[0] in "\"'“”":
         line = line[1:-1].strip()
-    return line.strip("“”\"").strip()
+    return line.strip('“”"').strip()
 
 
-__all__ = ["PromptBuilder", "PromptParts", "clean_generation", "quote_as_data", "render_line"]
+__all__ = ["PromptBuilder", "PromptParts", "clean_generation", "quote_as_data"]

@@ -51,8 +51,8 @@ _HOMOGLYPHS = str.maketrans(
         "α": "a", "β": "b", "γ": "y", "ε": "e", "η": "n", "ι": "i", "κ": "k", "μ": "u",
         "ν": "v", "ο": "o", "ρ": "p", "σ": "o", "τ": "t", "υ": "u", "χ": "x", "ω": "w",
         # Latin letters NFKD leaves alone, and small capitals.
-        "ı": "i", "ȷ": "j", "ƒ": "f", "ɑ": "a", "ɩ": "i", "ø": "o", "đ": "d", "ł": "l", "ħ": "h",
-        "ŧ": "t", "æ": "ae", "œ": "oe", "ð": "d", "ᴀ": "a", "ʙ": "b", "ᴄ": "c", "ᴅ": "d",
+        "ı": "i", "ȷ": "j", "ƒ": "f", "ɑ": "a", "ɩ": "i", "ø": "o", "đ": "d", "ł": "l",
+        "ħ": "h", "ŧ": "t", "æ": "ae", "œ": "oe", "ð": "d", "ᴀ": "a", "ʙ": "b", "ᴄ": "c", "ᴅ": "d",
         "ᴇ": "e", "ꜰ": "f", "ɢ": "g", "ʜ": "h", "ɪ": "i", "ᴊ": "j", "ᴋ": "k", "ʟ": "l",
         "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p", "ʀ": "r", "ꜱ": "s", "ᴛ": "t", "ᴜ": "u",
         "ᴠ": "v", "ᴡ": "w", "ʏ": "y", "ᴢ": "z",
@@ -95,7 +95,8 @@ _COMMAND_WORDS = (
     "subscribers|subscribersoff|emoteonly|emoteonlyoff|uniquechat|shield|commercial|"
     "marker|disconnect|pin|warn"
 )
-_COMMAND = re.compile(rf"^[\s.,;:'\"`~*_\-(\[{{<>|\\]*[/!]|^\s*\.(?:{_COMMAND_WORDS})\b")
+# "/" or "!" first, even behind quotes or punctuation (". /ban"); "</3" is a heart.
+_COMMAND = re.compile(rf"^[\s.,;:'\"`~*_\-(\[{{>|\\]*[/!]|^\s*\.(?:{_COMMAND_WORDS})\b")
 _MENTION = re.compile(r"(?<![\w@])@([a-z0-9_]{1,25})")
 _QUOTES = {'"': '"', "'": "'", "“": "”", "”": "”", "‘": "’", "„": "“", "«": "»", "`": "`"}
 
@@ -114,11 +115,9 @@ class Verdict:
 def fold(text: str) -> str:
     """Unicode-normalise for matching: no accents, no format characters,
     casefolded, lookalike letters turned into Latin ones."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    kept = "".join(
-        ch for ch in decomposed if unicodedata.category(ch) not in ("Mn", "Me", "Cf")
-    )
-    return unicodedata.normalize("NFKD", kept.casefold()).translate(_HOMOGLYPHS)
+    decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text).casefold())
+    kept = "".join(ch for ch in decomposed if unicodedata.category(ch) not in ("Mn", "Me", "Cf"))
+    return kept.translate(_HOMOGLYPHS)
 
 
 def _forms(folded: str, table: dict[int, str]) -> tuple[str, str, list[str]]:
@@ -188,6 +187,11 @@ def _compile_term(term: str) -> tuple[str, str] | None:
     return bounded, "".join(_word_pattern(w) for w in words)
 
 
+def contains_link(text: str) -> bool:
+    """Whether ``text`` holds a URL, a bare domain or a spelled-out one."""
+    return _LINK.search(fold(text)) is not None
+
+
 def dedupe_key(text: str) -> str:
     """What two messages share when one is a copy of the other."""
     folded = fold(text)
@@ -241,7 +245,11 @@ class SafetyFilter:
             seen.add(compiled[0])
             bounded, loose = compiled
             self._terms.append(
-                _Term(term.strip(), re.compile(rf"(?<![a-z])(?:{bounded})(?![a-z])"), re.compile(loose))
+                _Term(
+                    term.strip(),
+                    re.compile(rf"(?<![a-z])(?:{bounded})(?![a-z])"),
+                    re.compile(loose),
+                )
             )
         any_bounded = "|".join(t.bounded.pattern for t in self._terms) or "(?!)"
         any_loose = "|".join(t.loose.pattern for t in self._terms) or "(?!)"
@@ -249,7 +257,9 @@ class SafetyFilter:
         self._any_loose = re.compile(any_loose)
 
     @classmethod
-    def from_settings(cls, settings: ReplySettings, root: str | Path = PROJECT_ROOT) -> SafetyFilter:
+    def from_settings(
+        cls, settings: ReplySettings, root: str | Path = PROJECT_ROOT
+    ) -> SafetyFilter:
         """The filter the settings describe; a relative block list is read from ``root``."""
         path = Path(settings.blocked_terms_file)
         terms = load_blocked_terms(path if path.is_absolute() else Path(root) / path)
@@ -314,7 +324,7 @@ class SafetyFilter:
         for name in _MENTION.findall(folded):
             if name != allowed:
                 return f"mention:{name}"
-        if _LINK.search(folded):
+        if _LINK.search(folded):  # as contains_link, on the text folded once
             return "link"
         term = self.blocked_term(text)
         if term is not None:

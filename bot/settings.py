@@ -95,12 +95,12 @@ class ReplySettings(BaseModel):
     max_tokens: int = 32
     temperature: float = 0.9
     top_p: float = 0.95
-    burst_messages: int = 8
+    burst_messages: int = 12
     """This many chat messages within ``burst_window_s`` count as a burst."""
     burst_window_s: float = 10.0
     quiet_interval_s: float = 45.0
     quiet_jitter_s: float = 15.0
-    global_cooldown_s: float = 8.0
+    global_cooldown_s: float = 15.0
     user_cooldown_s: float = 30.0
     rate_messages: int = 12
     """Messages allowed per ``rate_window_s``: well under Twitch's 20 / 30 s."""

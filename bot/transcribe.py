@@ -63,7 +63,10 @@ def load_whisper(settings: AudioSettings) -> Any:
         )
     try:
         return WhisperModel(
-            name, device="auto", compute_type=settings.compute_type, cpu_threads=settings.cpu_threads
+            name,
+            device="auto",
+            compute_type=settings.compute_type,
+            cpu_threads=settings.cpu_threads,
         )
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(f"cannot load whisper model {name}: {exc}") from exc

@@ -35,7 +35,7 @@ import sys
 import tempfile
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import av
@@ -50,7 +50,7 @@ from bot.errors import ChatlingError, InputFileError  # noqa: E402
 log = logging.getLogger("make_demo_stream")
 
 SAMPLE_RATE = 16000
-TAIL_S = 6  # silence after the last line's start estimate, whole seconds
+TAIL_S = 8  # silence after the last line's start estimate, whole seconds
 FIRST_START_S = 1.0
 MIN_GAP_S = 0.3  # speech closer than this to the next line means the script needs --retime
 DEFAULT_DIR = REPO_ROOT / "data" / "demo"
@@ -62,11 +62,16 @@ class DemoBuildError(ChatlingError):
 
 @dataclass(frozen=True)
 class Line:
-    """One thing the streamer says, with the chat cues that follow it."""
+    """One thing the streamer says, with the chat cues that follow it.
+
+    ``say`` overrides what espeak-ng speaks where the written form is misheard ("Chat ling"
+    makes Whisper write "Chatling"); ``text`` stays the reference transcript.
+    """
 
     start: float
     text: str
     react: str
+    say: str | None = None
     echo: tuple[str, ...] = ()
     answers: tuple[str, ...] = ()
     bot: tuple[str, ...] = ()
@@ -77,18 +82,22 @@ class Line:
 class Voice:
     """espeak-ng settings."""
 
-    name: str = "en-us+m3"
-    speed: int = 175
-    pitch: int = 60
+    name: str = "en-us+m7"
+    speed: int = 180
+    pitch: int = 55
 
 
 @dataclass(frozen=True)
 class Planned:
-    """A chat message before it becomes a TwitchDownloader comment."""
+    """A chat message before it becomes a TwitchDownloader comment.
+
+    ``fixed`` messages keep their poster (a command and the bot's answer that names them).
+    """
 
     offset: float
     login: str
     text: str
+    fixed: bool = False
 
 
 # ---------------------------------------------------------------- script and layout
@@ -108,6 +117,7 @@ def load_script(path: Path) -> list[Line]:
             line = Line(
                 start=float(item["start"]),
                 text=str(item["text"]),
+                say=item.get("say"),
                 react=str(item.get("react", "info")),
                 echo=tuple(item.get("echo", ())),
                 answers=tuple(item.get("answers", ())),
@@ -151,7 +161,7 @@ def make_viewers(templates: dict, rng: random.Random) -> dict[str, dict]:
     """Commenter records keyed by login, with stable made-up ids and account dates."""
     viewers = {}
     for display, weight, badges, color in templates["viewers"]:
-        born = datetime(2016, 1, 1, tzinfo=timezone.utc) + timedelta(days=rng.randrange(2900))
+        born = datetime(2016, 1, 1, tzinfo=UTC) + timedelta(days=rng.randrange(2900))
         viewers[display.lower()] = {
             "display_name": display,
             "_id": str(rng.randrange(40_000_000, 990_000_000)),
@@ -188,25 +198,21 @@ def fill(template: str, echo: str = "") -> str:
     return template.replace("{echo}", echo).replace("{ECHO}", echo.upper())
 
 
-REACTION_COUNTS = {"greet": (3, 5), "info": (1, 3), "funny": (3, 6), "hype": (3, 6)}
-REACTION_COUNTS |= {"fail": (3, 5), "cute": (2, 4), "question": (1, 2)}
-
-
 def plan_line(line: Line, anchor: float, templates: dict, viewers, rng) -> list[Planned]:
     """What chat says in the seconds after one line: reactions, echoes, answers, a burst."""
-    lo, hi = REACTION_COUNTS[line.react]
+    lo, hi = templates["reaction_counts"][line.react]
     texts = [rng.choice(templates["reactions"][line.react]) for _ in range(rng.randint(lo, hi))]
     for word in line.echo:
-        texts += [fill(rng.choice(templates["echo"]), word) for _ in range(rng.randint(1, 3))]
+        texts += [fill(rng.choice(templates["echo"]), word) for _ in range(rng.randint(1, 2))]
     if line.answers:
-        texts += [rng.choice(line.answers) for _ in range(rng.randint(7, 11))]
+        texts += [rng.choice(line.answers) for _ in range(rng.randint(6, 9))]
     planned = [
         Planned(round(anchor + rng.triangular(2.0, 8.0, 3.5), 3), who, text)
-        for who, text in zip(pick_viewers(viewers, rng, len(texts)), texts)
+        for who, text in zip(pick_viewers(viewers, rng, len(texts)), texts, strict=True)
     ]
     if line.burst:
         pool = templates["bursts"][line.burst]
-        n = rng.randint(12, 18)
+        n = rng.randint(10, 15)
         planned += [
             Planned(round(anchor + rng.triangular(1.2, 6.0, 2.2), 3), who, rng.choice(pool))
             for who in pick_viewers(viewers, rng, n)
@@ -218,10 +224,10 @@ def plan_line(line: Line, anchor: float, templates: dict, viewers, rng) -> list[
 
 
 def plan_background(length: int, templates: dict, viewers, rng) -> list[Planned]:
-    """Chatter that follows no line: greetings early on, then small talk, about 0.3 per s."""
+    """Chatter that follows no line: greetings early on, then small talk, about 0.2 per s."""
     planned, t = [], 0.5
     while True:
-        t += rng.expovariate(0.3)
+        t += rng.expovariate(0.22)
         if t >= length - 0.5:
             return planned
         pool = templates["reactions"]["greet"] if t < 15 else templates["background"]
@@ -235,12 +241,34 @@ def plan_nightbot(length: int, templates: dict, viewers, rng) -> list[Planned]:
     asker, gamer = pick_viewers(viewers, rng, 2)
     t_cmd, t_game = round(length * 0.55, 3), round(length * 0.2, 3)
     return [
-        Planned(round(length * 0.4, 3), bot["login"], bot["timer"][0]),
-        Planned(t_cmd, asker, "!commands"),
-        Planned(round(t_cmd + 1.3, 3), bot["login"], bot["commands"].format(user=asker)),
-        Planned(t_game, gamer, "!game"),
-        Planned(round(t_game + 1.1, 3), bot["login"], bot["game"].format(user=gamer)),
+        Planned(round(length * 0.4, 3), bot["login"], bot["timer"][0], True),
+        Planned(t_cmd, asker, "!commands", True),
+        Planned(round(t_cmd + 1.3, 3), bot["login"], bot["commands"].format(user=asker), True),
+        Planned(t_game, gamer, "!game", True),
+        Planned(round(t_game + 1.1, 3), bot["login"], bot["game"].format(user=gamer), True),
     ]
+
+
+def spread_posters(planned: list[Planned], viewers, rng, gap: float = 2.5) -> list[Planned]:
+    """Give a message to someone else when its poster spoke less than ``gap`` s before.
+
+    Real viewers rarely post twice within a couple of seconds; the plan above picks
+    posters line by line and would otherwise double some up.
+    """
+    last: dict[str, float] = {}
+    out = []
+    for p in planned:
+        if not p.fixed and p.offset - last.get(p.login, -gap) < gap:
+            free = [
+                v for v in viewers if viewers[v]["weight"] and p.offset - last.get(v, -gap) >= gap
+            ]
+            if free:
+                p = Planned(
+                    p.offset, rng.choices(free, [viewers[v]["weight"] for v in free])[0], p.text
+                )
+        last[p.login] = p.offset
+        out.append(p)
+    return out
 
 
 def fragments_of(body: str, emotes: dict[str, str]) -> tuple[list[dict], list[dict]]:
@@ -318,6 +346,7 @@ def build_chat(lines: list[Line], templates: dict, seed: int) -> dict:
         (p for p in planned if 0.2 <= p.offset <= length - 0.3),
         key=lambda p: (p.offset, p.login, p.text),
     )
+    planned = spread_posters(planned, viewers, rng)
     started = datetime.fromisoformat(channel["stream_started_at"].replace("Z", "+00:00"))
     comments = [to_comment(p, viewers[p.login], templates, started, rng) for p in planned]
     return chat_root(channel, started, length, comments)
@@ -326,10 +355,16 @@ def build_chat(lines: list[Line], templates: dict, seed: int) -> dict:
 def chat_root(channel: dict, started: datetime, length: float, comments: list[dict]) -> dict:
     made = iso(started + timedelta(hours=2))
     return {
-        "FileInfo": {"Version": {"Major": 1, "Minor": 4, "Patch": 0}, "CreatedAt": made,
-                     "UpdatedAt": made},
-        "streamer": {"name": channel["display_name"], "login": channel["login"],
-                     "id": channel["id"]},
+        "FileInfo": {
+            "Version": {"Major": 1, "Minor": 4, "Patch": 0},
+            "CreatedAt": made,
+            "UpdatedAt": made,
+        },
+        "streamer": {
+            "name": channel["display_name"],
+            "login": channel["login"],
+            "id": channel["id"],
+        },
         "clipper": None,
         "video": {
             "title": channel["title"],
@@ -355,8 +390,12 @@ def clip_chat(chat: dict, start: float, end: float) -> dict:
     for c in kept:
         c["content_offset_seconds"] = round(c["content_offset_seconds"] - start, 3)
     clipped["comments"] = kept
-    clipped["video"].update(title=chat["video"]["title"] + " (demo clip)", start=0,
-                            end=round(end - start, 3), length=round(end - start, 3))
+    clipped["video"].update(
+        title=chat["video"]["title"] + " (demo clip)",
+        start=0,
+        end=round(end - start, 3),
+        length=round(end - start, 3),
+    )
     return clipped
 
 
@@ -405,12 +444,10 @@ def retime(lines: list[Line], speech: list[np.ndarray], seed: int) -> list[float
     """
     rng = random.Random(seed)
     starts, t = [], FIRST_START_S
-    for i, (line, samples) in enumerate(zip(lines, speech)):
-        lead, tail = voiced_span(samples)
+    for i, samples in enumerate(speech):
         if i:
-            prev = lines[i - 1]
-            pause = rng.uniform(1.2, 1.5) if prev.answers else rng.uniform(0.5, 1.1)
-            t = starts[-1] + voiced_span(speech[i - 1])[1] + pause - lead
+            pause = rng.uniform(1.2, 1.5) if lines[i - 1].answers else rng.uniform(0.5, 1.1)
+            t = starts[-1] + voiced_span(speech[i - 1])[1] + pause - voiced_span(samples)[0]
         starts.append(round(t, 2))
     return starts
 
@@ -418,10 +455,13 @@ def retime(lines: list[Line], speech: list[np.ndarray], seed: int) -> list[float
 def mix(lines: list[Line], speech: list[np.ndarray], length: int) -> np.ndarray:
     """All lines on one track at their start times, peak-normalised to -1 dBFS."""
     track = np.zeros(length * SAMPLE_RATE, dtype=np.float32)
-    for i, (line, samples) in enumerate(zip(lines, speech)):
+    for i, (line, samples) in enumerate(zip(lines, speech, strict=True)):
         at = round(line.start * SAMPLE_RATE)
         end_s = line.start + voiced_span(samples)[1]
-        if i + 1 < len(lines) and end_s > lines[i + 1].start + voiced_span(speech[i + 1])[0] - MIN_GAP_S:
+        if (
+            i + 1 < len(lines)
+            and end_s > lines[i + 1].start + voiced_span(speech[i + 1])[0] - MIN_GAP_S
+        ):
             log.warning("line %d runs into line %d; run with --retime", i, i + 1)
         if at + len(samples) > len(track):
             raise DemoBuildError(f"line {i} ends after the stream's {length} s; run --retime")
@@ -433,7 +473,8 @@ def encode_opus(samples: np.ndarray, path: Path, bitrate: int, title: str) -> No
     """Write Ogg Opus with PyAV (libopus), atomically."""
     tmp = path.with_suffix(".tmp.opus")
     pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)
-    with av.open(str(tmp), "w", format="ogg") as out:
+    bitexact = {"fflags": "+bitexact", "serial_offset": "0"}  # same bytes on every run
+    with av.open(str(tmp), "w", format="ogg", options=bitexact) as out:
         out.metadata.update(title=title, comment="chatling demo stream, original, MIT")
         stream = out.add_stream("libopus", rate=SAMPLE_RATE, layout="mono")
         stream.bit_rate = bitrate
@@ -452,13 +493,28 @@ def encode_opus(samples: np.ndarray, path: Path, bitrate: int, title: str) -> No
 # ---------------------------------------------------------------- files and CLI
 
 
-def write_json(path: Path, data, compact: bool = False) -> None:
-    """Write JSON atomically with a stable layout (the chat must be byte-identical)."""
-    text = json.dumps(data, ensure_ascii=False, indent=None if compact else 2)
+def chat_text(chat: dict) -> str:
+    """Compact JSON like TwitchDownloader's, but one comment a line so diffs stay readable."""
+    parts = []
+    for key, value in chat.items():
+        if key == "comments":
+            rows = ",\n".join(json.dumps(c, ensure_ascii=False) for c in value)
+            parts.append(f'"comments": [\n{rows}\n]')
+        else:
+            parts.append(f"{json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}")
+    return "{" + ",\n".join(parts) + "}"
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write atomically (temp file, then rename) with a trailing newline."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text + "\n", encoding="utf-8")
     os.replace(tmp, path)
     log.info("wrote %s", path)
+
+
+def write_json(path: Path, data) -> None:
+    write_text(path, json.dumps(data, ensure_ascii=False, indent=2))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -475,8 +531,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clip-line", type=int, default=30, help="script line the clip starts at")
     parser.add_argument("--clip-seconds", type=float, default=28.0, help="shortest clip length")
     parser.add_argument("--chat-only", action="store_true", help="re-make chat files, no audio")
-    parser.add_argument("--retime", action="store_true",
-                        help="re-space script.json start times to espeak's durations first")
+    parser.add_argument(
+        "--retime",
+        action="store_true",
+        help="re-space script.json start times to espeak's durations first",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 
@@ -490,15 +549,20 @@ def build(args: argparse.Namespace) -> None:
     speech: list[np.ndarray] = []
     if not args.chat_only:
         exe = find_espeak()
-        log.info("speaking %d lines with espeak-ng voice=%s speed=%d pitch=%d",
-                 len(lines), voice.name, voice.speed, voice.pitch)
+        log.info(
+            "speaking %d lines with espeak-ng voice=%s speed=%d pitch=%d",
+            len(lines),
+            voice.name,
+            voice.speed,
+            voice.pitch,
+        )
         with tempfile.TemporaryDirectory() as tmp:
-            speech = [speak(exe, line.text, voice, Path(tmp)) for line in lines]
+            speech = [speak(exe, line.say or line.text, voice, Path(tmp)) for line in lines]
     if args.retime:
         if not speech:
             raise DemoBuildError("--retime needs the audio; drop --chat-only")
         raw = json.loads(script_path.read_text(encoding="utf-8"))
-        for item, start in zip(raw, retime(lines, speech, args.seed)):
+        for item, start in zip(raw, retime(lines, speech, args.seed), strict=True):
             item["start"] = start
         write_json(script_path, raw)
         lines = load_script(script_path)
@@ -506,15 +570,21 @@ def build(args: argparse.Namespace) -> None:
     start, end = clip_bounds(lines, args.clip_line, args.clip_seconds)
     chat = build_chat(lines, templates, args.seed)
     clipped = clip_chat(chat, start, end)
-    write_json(out / "chat.json", chat)
-    write_json(out / "clip_chat.json", clipped)
+    write_text(out / "chat.json", chat_text(chat))
+    write_text(out / "clip_chat.json", chat_text(clipped))
     clip_lines = [
         {"start": round(ln.start - start, 3), "text": ln.text}
-        for ln in lines if start <= ln.start < end
+        for ln in lines
+        if start <= ln.start < end
     ]
     write_json(out / "clip_script.json", clip_lines)
-    log.info("chat: %d messages, clip %.1f-%.1f s: %d messages", len(chat["comments"]),
-             start, end, len(clipped["comments"]))
+    log.info(
+        "chat: %d messages, clip %.1f-%.1f s: %d messages",
+        len(chat["comments"]),
+        start,
+        end,
+        len(clipped["comments"]),
+    )
     if args.chat_only:
         return
     track = mix(lines, speech, length)
@@ -529,22 +599,39 @@ def manifest(args, voice: Voice, lines, chat, clipped, start: float, end: float)
     version = subprocess.run([find_espeak(), "--version"], capture_output=True, text=True)
     return {
         "made_by": "scripts/make_demo_stream.py",
-        "espeak_ng": version.stdout.strip(),
-        "voice": voice.name, "speed_wpm": voice.speed, "pitch": voice.pitch,
-        "seed": args.seed, "sample_rate": SAMPLE_RATE, "opus_bitrate": args.bitrate,
-        "stream": {"audio": "stream.opus", "chat": "chat.json", "script": "script.json",
-                   "duration_s": chat["video"]["length"], "lines": len(lines),
-                   "messages": len(chat["comments"])},
-        "clip": {"audio": "clip.opus", "chat": "clip_chat.json", "script": "clip_script.json",
-                 "source_start_s": start, "source_end_s": end,
-                 "duration_s": round(end - start, 3), "messages": len(clipped["comments"])},
+        "espeak_ng": version.stdout.split("  Data at")[0].strip(),
+        "voice": voice.name,
+        "speed_wpm": voice.speed,
+        "pitch": voice.pitch,
+        "seed": args.seed,
+        "sample_rate": SAMPLE_RATE,
+        "opus_bitrate": args.bitrate,
+        "stream": {
+            "audio": "stream.opus",
+            "chat": "chat.json",
+            "script": "script.json",
+            "duration_s": chat["video"]["length"],
+            "lines": len(lines),
+            "messages": len(chat["comments"]),
+        },
+        "clip": {
+            "audio": "clip.opus",
+            "chat": "clip_chat.json",
+            "script": "clip_script.json",
+            "source_start_s": start,
+            "source_end_s": end,
+            "duration_s": round(end - start, 3),
+            "messages": len(clipped["comments"]),
+        },
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         build(args)
     except ChatlingError as exc:

@@ -307,7 +307,7 @@ def test_100k_messages_read_quickly(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     error = error_for(tmp_path / "nope.json")
     assert "not found" in str(error)
-    with pytest.raises(ChatLogError, match="nope.json"):
+    with pytest.raises(ChatLogError, match=r"nope\.json"):
         detect_format(tmp_path / "nope.json")
 
 

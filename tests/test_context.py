@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from bot.context import ContextSnapshot, RollingContext, render_line, trim_to_budget
+from bot.context import ContextSnapshot, RollingContext, format_line, trim_to_budget
 from bot.errors import ConfigError
 from bot.events import ChatMessage, Utterance
 
@@ -93,7 +93,7 @@ def make_snapshot() -> ContextSnapshot:
 
 
 def cost(snap: ContextSnapshot) -> int:
-    return sum(words(render_line(x)) for x in (*snap.utterances, *snap.chat))
+    return sum(words(format_line(x)) for x in (*snap.utterances, *snap.chat))
 
 
 def when(x: Utterance | ChatMessage) -> float:
@@ -118,14 +118,14 @@ def test_trim_fits_the_budget_and_drops_oldest_first() -> None:
             if when(line) > oldest_kept:
                 # A newer line was dropped while an older one stayed: only
                 # because it could not fit beside what was kept.
-                assert spent + words(render_line(line)) > budget
+                assert spent + words(format_line(line)) > budget
     assert trim_to_budget(snap, words, full) == snap
 
 
 def test_trim_drops_strictly_oldest_when_lines_are_equal() -> None:
     lines = tuple(chat(float(i), text="one two three") for i in range(10))
     snap = ContextSnapshot(now=10.0, chat=lines)
-    per_line = words(render_line(lines[0]))
+    per_line = words(format_line(lines[0]))
     for n in range(11):
         out = trim_to_budget(snap, words, n * per_line)
         assert out.chat == lines[10 - n :]
@@ -134,7 +134,7 @@ def test_trim_drops_strictly_oldest_when_lines_are_equal() -> None:
 def test_trim_keeps_newest_utterance_and_chat_when_they_fit() -> None:
     snap = make_snapshot()
     newest_u, newest_c = snap.utterances[-1], snap.chat[-1]
-    budget = words(render_line(newest_u)) + words(render_line(newest_c))
+    budget = words(format_line(newest_u)) + words(format_line(newest_c))
     out = trim_to_budget(snap, words, budget)
     assert out.utterances == (newest_u,)
     assert out.chat == (newest_c,)
@@ -145,7 +145,7 @@ def test_trim_keeps_newest_utterance_and_chat_when_they_fit() -> None:
 
 def test_trim_keeps_newest_utterance_even_if_chat_is_newer() -> None:
     snap = make_snapshot()  # chat lines come 2 s after each utterance
-    budget = words(render_line(snap.utterances[-1])) + words(render_line(snap.chat[-1])) + 3
+    budget = words(format_line(snap.utterances[-1])) + words(format_line(snap.chat[-1])) + 3
     out = trim_to_budget(snap, words, budget)
     assert snap.utterances[-1] in out.utterances
     assert snap.chat[-1] in out.chat
@@ -154,7 +154,7 @@ def test_trim_keeps_newest_utterance_even_if_chat_is_newer() -> None:
 def test_trim_keeps_the_answered_message() -> None:
     snap = make_snapshot()
     target = snap.chat[1]
-    budget = sum(words(render_line(x)) for x in (target, snap.chat[-1], snap.utterances[-1]))
+    budget = sum(words(format_line(x)) for x in (target, snap.chat[-1], snap.utterances[-1]))
     out = trim_to_budget(snap, words, budget, keep=target)
     assert out.chat == (target, snap.chat[-1])
     assert out.utterances == (snap.utterances[-1],)
@@ -183,6 +183,6 @@ def test_trim_counts_each_line_once() -> None:
 
 def test_trim_with_custom_renderer_and_zero_budget() -> None:
     snap = make_snapshot()
-    out = trim_to_budget(snap, len, 40, render=lambda x: "x" * 20)
+    out = trim_to_budget(snap, len, 40, render_line=lambda x: "x" * 20)
     assert len(out.utterances) + len(out.chat) == 2
     assert trim_to_budget(snap, words, 0) == ContextSnapshot(now=snap.now)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import json
+from pathlib import Path
 
 import pytest
 
 from bot.errors import ConfigError
 from bot.events import ChatMessage
-from bot.policy import MAX_PENDING, PolicyState, ReplyPolicy, quiet_jitter
+from bot.policy import MAX_PENDING, Decision, PolicyState, ReplyPolicy, quiet_jitter
 from bot.settings import ReplySettings
 
 SETTINGS = ReplySettings(
@@ -61,7 +64,9 @@ def test_name_inside_other_words_is_not_addressing(policy: ReplyPolicy, text: st
 
 def test_bot_messages_never_trigger(policy: ReplyPolicy) -> None:
     state = policy.initial_state(0.0)
-    bots = [msg(1.0 + i * 0.1, "chatling chatling", user="nightbot", is_bot=True) for i in range(20)]
+    bots = [
+        msg(1.0 + i * 0.1, "chatling chatling", user="nightbot", is_bot=True) for i in range(20)
+    ]
     bots.append(msg(3.0, "hi @chatling", user="chatling"))  # our own login, is_bot unset
     after = feed(state, *bots)
     assert after == state
@@ -144,14 +149,17 @@ def test_burst_needs_enough_messages_in_the_window(policy: ReplyPolicy) -> None:
     assert not policy.decide(bots, 27.0).speak
 
 
-def test_burst_counts_only_messages_after_the_last_reply_began(policy: ReplyPolicy) -> None:
-    state = feed(policy.initial_state(0.0), *[msg(20.0 + i * 0.5, "pog") for i in range(8)])
-    assert policy.decide(state, 24.0).trigger == "burst"
-    state = state.started(24.0).finished(25.0)
-    later = 25.0 + SETTINGS.global_cooldown_s
-    assert policy.decide(state, later).trigger is None  # same messages, already reacted to
-    state = feed(state, *[msg(later + i * 0.1, "pog") for i in range(8)])
-    assert policy.decide(state, later + 1).trigger == "burst"
+def test_burst_counts_only_messages_after_the_last_reply_began() -> None:
+    policy = ReplyPolicy(SETTINGS.model_copy(update={"global_cooldown_s": 2.0}), rng_seed=1)
+    state = feed(policy.initial_state(0.0), *[msg(30.0 + i * 0.5, "pog") for i in range(8)])
+    assert policy.decide(state, 34.0).trigger == "burst"
+    state = state.started(34.0).finished(34.5)
+    # The same eight messages are still inside the window, but already reacted to.
+    assert policy.decide(state, 36.5).trigger is None
+    state = feed(state, *[msg(36.5 + i * 0.1, "pog") for i in range(7)])
+    assert policy.decide(state, 37.5).trigger is None
+    state = state.with_chat(msg(37.6, "pog"))
+    assert policy.decide(state, 37.6).trigger == "burst"
 
 
 def test_quiet_trigger_fires_after_interval_plus_jitter(policy: ReplyPolicy) -> None:
@@ -169,7 +177,9 @@ def test_quiet_trigger_fires_after_interval_plus_jitter(policy: ReplyPolicy) -> 
 def test_quiet_interval_restarts_after_each_reply(policy: ReplyPolicy) -> None:
     state = policy.initial_state(0.0).started(50.0).finished(52.0)
     assert policy.decide(state, 60.0).trigger is None
-    assert policy.quiet_deadline(state) >= 52.0 + SETTINGS.quiet_interval_s - SETTINGS.quiet_jitter_s
+    assert (
+        policy.quiet_deadline(state) >= 52.0 + SETTINGS.quiet_interval_s - SETTINGS.quiet_jitter_s
+    )
 
 
 def test_jitter_is_deterministic_per_seed_and_varies_per_reply() -> None:
@@ -191,7 +201,9 @@ def test_jitter_is_deterministic_per_seed_and_varies_per_reply() -> None:
 
 
 def test_decide_is_pure(policy: ReplyPolicy) -> None:
-    state = feed(policy.initial_state(0.0), *[msg(float(i), "chatling hi", user=f"u{i}") for i in range(5)])
+    state = feed(
+        policy.initial_state(0.0), *[msg(float(i), "chatling hi", user=f"u{i}") for i in range(5)]
+    )
     before = dataclasses.astuple(state)
     assert policy.decide(state, 5.0) == policy.decide(state, 5.0)
     assert dataclasses.astuple(state) == before
@@ -228,3 +240,47 @@ def test_invalid_settings_are_config_errors() -> None:
         ReplyPolicy(SETTINGS.model_copy(update={"bot_name": " "}))
     with pytest.raises(ConfigError, match="BURST"):
         ReplyPolicy(SETTINGS.model_copy(update={"burst_messages": 0}))
+
+
+def test_replaying_a_real_chat_log_keeps_every_rule() -> None:
+    """Northernlion's real chat, with the bot named after the streamer so that
+    real viewers address it; each reply takes 1.5 s to generate."""
+    path = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chat"
+    path = path / "northernlion-1087079172.json"
+    if not path.exists():
+        pytest.skip(f"shared chat log not found: {path}")
+    comments = json.loads(path.read_text("utf-8"))["comments"]
+    messages = sorted(
+        (
+            msg(float(c["content_offset_seconds"]), c["message"]["body"], c["commenter"]["name"])
+            for c in comments
+        ),
+        key=lambda m: m.offset,
+    )
+    settings = SETTINGS.model_copy(update={"bot_name": "Northernlion"})
+    policy = ReplyPolicy(settings, rng_seed=42)
+    state = policy.initial_state(messages[0].offset)
+    replies: list[tuple[float, Decision]] = []
+    busy_until = None
+    for m in messages:
+        if busy_until is not None and m.offset >= busy_until:
+            answered = replies[-1][1].target
+            state = state.finished(busy_until, answered)
+            busy_until = None
+        state = state.with_chat(m)
+        d = policy.decide(state, m.offset)
+        if d.speak:
+            replies.append((m.offset, d))
+            state = state.started(m.offset, d.target)
+            busy_until = m.offset + 1.5
+    triggers = {d.trigger for _, d in replies}
+    assert triggers == {"addressed", "burst", "quiet"}
+    starts = [t for t, _ in replies]
+    assert all(b - a >= 1.5 + settings.global_cooldown_s for a, b in itertools.pairwise(starts))
+    last_to: dict[str, float] = {}
+    for t, d in replies:
+        if d.trigger == "addressed":
+            assert d.target is not None and state.addresses_bot(d.target)
+            user = d.target.user.casefold()
+            assert t - last_to.get(user, -1e9) >= settings.user_cooldown_s
+            last_to[user] = t

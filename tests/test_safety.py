@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
 
 from bot.errors import ConfigError, InputFileError
 from bot.events import ChatMessage
-from bot.safety import SafetyFilter, Verdict, clean, load_blocked_terms
+from bot.safety import SafetyFilter, Verdict, clean, contains_link, load_blocked_terms
 from bot.settings import PROJECT_ROOT, ReplySettings
 
 BLOCK_LIST = PROJECT_ROOT / "prompts" / "blocked_terms.txt"
@@ -151,6 +153,7 @@ def test_punctuation_at_start_is_not_a_command(shipped: SafetyFilter) -> None:
     assert check(shipped, "...ok that was wild").allowed
     assert check(shipped, ".. me too").allowed
     assert check(shipped, "wow! /s").allowed
+    assert check(shipped, "</3").allowed  # a broken heart, not a command
 
 
 @pytest.mark.parametrize(
@@ -273,9 +276,34 @@ def test_block_list_format(tmp_path: Path) -> None:
     assert load_blocked_terms(path) == ["badword", "Two Words"]
 
 
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def real_chat() -> list[str]:
+    """Every message of the real chat logs in the shared data."""
+    nl = SHARED / "chat" / "northernlion-1087079172.json"
+    doug = SHARED / "dougdoug-takeover-europe" / "chat_frames.jsonl"
+    if not nl.exists() or not doug.exists():
+        pytest.skip(f"shared chat logs not found under {SHARED}")
+    texts = [c["message"]["body"] for c in json.loads(nl.read_text("utf-8"))["comments"]]
+    for line in doug.read_text("utf-8").splitlines():
+        texts += [m["message"] for m in json.loads(line)["chat_messages"]]
+    return texts
+
+
+def test_real_chat_has_no_false_blocked_terms_and_links_are_urls(shipped: SafetyFilter) -> None:
+    texts = real_chat()
+    assert len(texts) > 10_000
+    flagged = {t: shipped.blocked_term(t) for t in texts}
+    assert [t for t, term in flagged.items() if term] == []
+    # The link rule flags exactly the messages with a URL in them.
+    for text in texts:
+        assert contains_link(text) == bool(re.search(r"https?://|www\.", text)), text
+
+
 def test_block_list_errors_name_file_and_place(tmp_path: Path) -> None:
     missing = tmp_path / "nope.txt"
-    with pytest.raises(InputFileError, match="nope.txt.*BLOCKED_TERMS_FILE"):
+    with pytest.raises(InputFileError, match=r"nope\.txt.*BLOCKED_TERMS_FILE"):
         load_blocked_terms(missing)
     binary = tmp_path / "bin.txt"
     binary.write_bytes(b"ok\n\xff\xfe bad\n")

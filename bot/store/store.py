@@ -336,15 +336,20 @@ class Store:
         self._closing = True
         for event in (self._stop, self._work, self._urgent, self._writable):
             event.set()
+        writer = self._writer
         try:
-            if self._writer is not None:
-                await self._writer  # it leaves its loop; close() never cancels it
+            if writer is not None:
+                # It leaves its loop (close() never cancels it); wait() does not raise
+                # if something else cancelled it: it committed on its way out.
+                await asyncio.wait([writer])
             await self.flush()
         except StoreError as exc:
             raise StoreError(f"{exc}; closing anyway: {self.pending} rows are lost") from exc
         finally:
             self._closed = True
             await self._db.close()
+        if writer is not None and not writer.cancelled():
+            writer.result()  # a bug in the writer surfaces here, not nowhere
 
     def _check_stream(self, stream_id: int) -> None:
         if stream_id not in self._streams:

@@ -80,6 +80,14 @@ def resolve_model(name: str) -> str:
     )
 
 
+def _adapter_dir(path: str | Path) -> Path:
+    """The adapter's absolute directory, checked to hold a peft adapter."""
+    directory = Path(path).expanduser().resolve()
+    if not (directory / "adapter_config.json").exists():
+        raise ModelError(f"{directory} is not a LoRA adapter (no adapter_config.json)")
+    return directory
+
+
 def _apply_platform_defaults() -> None:
     """Environment defaults that vLLM's CPU build needs on a small machine.
 
@@ -165,9 +173,7 @@ class VllmEngine:
             self._adapter = None
             log.info("serving the base model")
             return None
-        directory = Path(path).expanduser().resolve()
-        if not await asyncio.to_thread((directory / "adapter_config.json").exists):
-            raise ModelError(f"{directory} is not a LoRA adapter (no adapter_config.json)")
+        directory = await asyncio.to_thread(_adapter_dir, path)
         from vllm.lora.request import LoRARequest
 
         adapter = Adapter(directory.name, next(self._ids), str(directory))

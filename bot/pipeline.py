@@ -86,6 +86,8 @@ class PipelineStats:
     first_token_s: list[float] = field(default_factory=list)
     speech_to_reply_s: list[float] = field(default_factory=list)
     """Stream time from the end of the newest utterance in the prompt to the reply ready."""
+    seen_speech: list[tuple[float, float]] = field(default_factory=list)
+    """(end of the newest utterance in the prompt, reply ready), both stream time."""
     transcription_lag_s: list[float] = field(default_factory=list)
     """Stream time from the end of an utterance to its arrival in the inbox."""
 
@@ -237,7 +239,9 @@ class Pipeline:
         self.stats.latencies_s.append(reply.latency_s)
         self.stats.first_token_s.append(generation.first_token_s)
         if prompt.snapshot.utterances:
-            self.stats.speech_to_reply_s.append(ready - prompt.snapshot.utterances[-1].end)
+            newest_end = prompt.snapshot.utterances[-1].end
+            self.stats.speech_to_reply_s.append(ready - newest_end)
+            self.stats.seen_speech.append((newest_end, ready))
         allowed = [c for c in reply.candidates if c.allowed]
         if not allowed:
             reply.status = "blocked"

@@ -96,6 +96,7 @@ async def replay(
     *,
     engine: VllmEngine | None = None,
     whisper_model: Any = None,
+    transcriber: StreamingTranscriber | None = None,
 ) -> ReplayResult:
     """Replay one recorded stream; returns when it ends or a signal stops it.
 
@@ -139,10 +140,12 @@ async def replay(
             display=display,
             clock=clock,
             seed=settings.model.seed,
+            known_bots=frozenset(b.casefold() for b in settings.twitch.known_bots),
         )
         pipeline = Pipeline(parts)
-        transcriber = StreamingTranscriber(
-            whisper_model, TranscriberOptions.from_settings(settings.audio)
+        transcriber = transcriber or StreamingTranscriber(
+            whisper_model,
+            TranscriberOptions.from_settings(settings.audio, hotwords=settings.reply.bot_name),
         )
         interrupted = False
 

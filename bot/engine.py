@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import EngineError, ModelError
-from bot.settings import ModelSettings
+from bot.settings import ModelSettings, resolve_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -66,7 +66,7 @@ class Adapter:
 
 def resolve_model(name: str) -> str:
     """Accept a local directory or a Hugging Face id; refuse a missing local path early."""
-    path = Path(name).expanduser()
+    path = resolve_path(name)
     if path.exists():
         if not (path / "config.json").exists():
             raise ModelError(f"{path} has no config.json: it is not a model directory")
@@ -187,6 +187,10 @@ class VllmEngine:
             await self._llm.remove_lora(previous.int_id)
         log.info("serving adapter %s", adapter.path)
         return adapter
+
+    async def reset_prefix_cache(self) -> None:
+        """Forget cached prompt prefixes (benchmarks compare variants from a cold cache)."""
+        await self._llm.reset_prefix_cache()
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` under the model's tokenizer (for prompt budgets)."""

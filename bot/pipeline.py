@@ -12,6 +12,7 @@ differ.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -108,6 +109,8 @@ class PipelineParts:
     clock: StreamClock
     channel: str = "replay"
     seed: int = 0
+    known_bots: frozenset[str] = frozenset()
+    """Logins (lower case) stored but never treated as viewers (Nightbot, ...)."""
 
 
 class Pipeline:
@@ -160,6 +163,8 @@ class Pipeline:
             p.display.utterance(item)
             return
         self.stats.chat_in += 1
+        if not item.is_bot and item.user.casefold() in p.known_bots:
+            item = dataclasses.replace(item, is_bot=True)
         self.context.add_chat(item)
         self.recent_chat.append(item)
         self.state = self.state.with_chat(item)

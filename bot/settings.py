@@ -8,10 +8,11 @@ environment.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigError
@@ -21,111 +22,180 @@ DEFAULT_MODEL_DIR = PROJECT_ROOT / "data" / "models" / "smollm2-135m-instruct"
 DEFAULT_WHISPER_DIR = PROJECT_ROOT / "data" / "models" / "whisper-base-ct2"
 
 
-class TwitchSettings(BaseModel):
+def resolve_path(path: str | Path) -> Path:
+    """A path from settings: absolute as given; relative to the working directory if
+    it exists there, else to the project root (so the defaults work from anywhere)."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    return PROJECT_ROOT / p
+
+
+class _Group(BaseModel):
+    """A settings group; attribute docstrings become the descriptions in ``.env.example``."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, validate_assignment=True)
+
+
+class TwitchSettings(_Group):
     """The bot account and the channel it chats in."""
 
     channel: str = ""
+    """Channel (login) to chat in; empty disables Twitch."""
     bot_login: str = ""
+    """Login of the bot's own Twitch account."""
     client_id: str = ""
+    """Client id of your Twitch application (dev.twitch.tv/console)."""
     client_secret: SecretStr = SecretStr("")
+    """Client secret of your Twitch application."""
     bot_token: SecretStr = SecretStr("")
+    """User access token of the bot account (`chatling auth twitch` fills it)."""
     refresh_token: SecretStr = SecretStr("")
+    """Refresh token of the bot account."""
     is_moderator: bool = False
+    """True when the bot is a moderator: allows the higher chat rate limit."""
     known_bots: list[str] = Field(
         default_factory=lambda: ["nightbot", "streamelements", "moobot", "fossabot", "streamlabs"]
     )
+    """Accounts stored but never replied to (JSON list)."""
     command_prefix: str = "!chatling"
+    """Prefix of the moderators' chat commands (pause, resume, status)."""
 
 
-class DiscordSettings(BaseModel):
+class DiscordSettings(_Group):
     """The Discord application that answers ``/chat``."""
 
     token: SecretStr = SecretStr("")
+    """Discord bot token; empty disables Discord."""
     guild_id: int | None = None
+    """Sync /chat to this server only (fast); unset syncs globally."""
     cooldown_s: float = 10.0
+    """Seconds a user waits between two /chat commands."""
 
 
-class AudioSettings(BaseModel):
+class AudioSettings(_Group):
     """Where stream audio comes from and how it is transcribed."""
 
     device: str | None = None
-    whisper_model: str = str(DEFAULT_WHISPER_DIR)
+    """Loopback device to record (see `chatling audio devices`); unset: default output."""
+    whisper_model: str = "data/models/whisper-base-ct2"
+    """faster-whisper model: a CTranslate2 directory or a model name."""
     language: str | None = "en"
+    """Language spoken on stream (unset: detect)."""
     beam_size: int = 1
+    """Whisper beam size: 1 is fastest, 5 a little more accurate."""
     compute_type: str = "int8"
+    """CTranslate2 compute type (int8 on CPU, float16 on GPU)."""
     cpu_threads: int = 0
+    """Whisper CPU threads (0: CTranslate2's default)."""
     chunk_s: float = 1.0
-    """How much audio the streaming transcriber takes per step."""
+    """Seconds of audio handed to the transcriber per step."""
     max_utterance_s: float = 12.0
-    """An utterance this long is committed even without a pause."""
+    """Commit an utterance this long even without a pause."""
     silence_commit_s: float = 0.5
     """A pause this long after speech commits the utterance."""
 
 
-class ModelSettings(BaseModel):
+class ModelSettings(_Group):
     """The language model served in-process by vLLM."""
 
-    name: str = str(DEFAULT_MODEL_DIR)
-    """A local directory or a Hugging Face id (for users with internet)."""
+    name: str = "data/models/smollm2-135m-instruct"
+    """Model directory or Hugging Face id (default: the packaged SmolLM2-135M-Instruct)."""
     adapter: str | None = None
-    """Path of a LoRA adapter to load at start."""
+    """LoRA adapter directory to load at start."""
     max_model_len: int = 2048
+    """Longest prompt + reply in tokens."""
     tensor_parallel_size: int = 1
+    """GPUs to shard the model over."""
     gpu_memory_utilization: float = 0.5
+    """Share of GPU memory vLLM may take (leave room for training beside it)."""
     enable_prefix_caching: bool = True
-    enforce_eager: bool = False
+    """Reuse the KV cache of shared prompt prefixes (the persona)."""
+    enforce_eager: bool = True
+    """Skip torch.compile: starts in about half the time; see bench/results."""
     max_lora_rank: int = 16
+    """Largest LoRA rank an adapter may have."""
     dtype: str = "bfloat16"
+    """Weights' dtype."""
     cpu_kvcache_gib: int = 2
+    """KV cache size on CPU (GiB)."""
     seed: int = 0
+    """Seed of sampling and of the quiet-interval jitter."""
 
 
-class ReplySettings(BaseModel):
+class ReplySettings(_Group):
     """When and how the bot speaks."""
 
     bot_name: str = "chatling"
+    """The name chat uses to address the bot."""
     persona_file: str = "prompts/persona.txt"
+    """System prompt (persona) file."""
     template_file: str = "prompts/reply.txt"
+    """Reply prompt template file (addressed.txt beside it)."""
     blocked_terms_file: str = "prompts/blocked_terms.txt"
+    """Default blocked-terms list, one term a line."""
     extra_blocked_terms: list[str] = Field(default_factory=list)
+    """Your own blocked terms (JSON list)."""
     transcript_window_s: float = 60.0
+    """Seconds of recent speech the prompt shows."""
     max_chat_messages: int = 20
+    """Recent chat messages the prompt shows."""
     prompt_token_budget: int = 768
+    """Token budget of transcript + chat lines in the prompt."""
     candidates: int = 4
+    """Candidates generated per reply (one request, shared prompt)."""
     max_tokens: int = 32
+    """Longest reply in tokens."""
     temperature: float = 0.9
+    """Sampling temperature."""
     top_p: float = 0.95
+    """Nucleus sampling threshold."""
     burst_messages: int = 12
-    """This many chat messages within ``burst_window_s`` count as a burst."""
+    """This many chat messages within burst_window_s count as a burst."""
     burst_window_s: float = 10.0
+    """Window of the burst trigger (seconds)."""
     quiet_interval_s: float = 45.0
+    """Speak after this many quiet seconds."""
     quiet_jitter_s: float = 15.0
+    """Random +/- seconds on the quiet interval."""
     global_cooldown_s: float = 15.0
+    """Seconds between two replies, whatever triggers them."""
     user_cooldown_s: float = 30.0
+    """Seconds before answering the same viewer again."""
     rate_messages: int = 12
-    """Messages allowed per ``rate_window_s``: well under Twitch's 20 / 30 s."""
+    """Messages allowed per rate_window_s: well under Twitch's 20 / 30 s."""
     rate_window_s: float = 30.0
+    """Window of the rate limit (seconds)."""
     moderator_rate_messages: int = 80
     """Used instead when the bot is a moderator: under Twitch's 100 / 30 s."""
     max_chars: int = 500
+    """Longest message posted (Twitch's limit is 500)."""
     duplicate_window_s: float = 300.0
+    """Never post a copy of a chat message from this many seconds back."""
 
 
-class StorageSettings(BaseModel):
+class StorageSettings(_Group):
     """Where the SQLite log lives and how often it is flushed."""
 
     db_path: str = "data/chatling.sqlite"
+    """SQLite log of speech, chat and replies."""
     flush_interval_s: float = 0.5
+    """Longest time an event waits before it is committed."""
     max_batch: int = 500
+    """Commit early when this many events wait."""
 
 
-class ScheduleSettings(BaseModel):
+class ScheduleSettings(_Group):
     """The nightly retrain."""
 
     enabled: bool = False
+    """Run the nightly retrain inside `chatling run`."""
     cron: str = "0 4 * * *"
+    """When to retrain (crontab syntax)."""
     timezone: str = "UTC"
+    """Time zone of the cron expression."""
     only_when_offline: bool = True
+    """Skip the retrain while the stream is live."""
 
 
 class Settings(BaseSettings):
@@ -137,6 +207,8 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
+        env_ignore_empty=True,
+        use_attribute_docstrings=True,
     )
 
     twitch: TwitchSettings = Field(default_factory=TwitchSettings)
@@ -147,6 +219,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     log_level: str = "INFO"
+    """Logging level: DEBUG, INFO, WARNING."""
 
 
 def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
@@ -164,3 +237,33 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Set
 def masked_settings(settings: Settings) -> dict[str, Any]:
     """The effective settings as plain data, every secret shown as ``**********``."""
     return settings.model_dump(mode="json")
+
+
+def env_example() -> str:
+    """The text of ``.env.example``: every key, its default and a one-line comment."""
+    lines = [
+        "# chatling settings: copy to .env and fill in what you use.",
+        "# Every key is optional; shown with its default. Environment variables override .env.",
+        "",
+        f"# {Settings.model_fields['log_level'].description}",
+        "CHATLING_LOG_LEVEL=INFO",
+    ]
+    for group_name, group_field in Settings.model_fields.items():
+        group = group_field.default_factory
+        if group is None:
+            continue
+        model = group()  # type: ignore[call-arg]
+        lines += ["", f"# --- {group_name}: {type(model).__doc__} ---"]
+        for key, info in type(model).model_fields.items():
+            value = getattr(model, key)
+            if isinstance(value, SecretStr):
+                value = ""
+            elif isinstance(value, list):
+                value = json.dumps(value)
+            elif isinstance(value, bool):
+                value = str(value).lower()
+            elif value is None:
+                value = ""
+            lines.append(f"# {info.description}")
+            lines.append(f"CHATLING_{group_name.upper()}__{key.upper()}={value}")
+    return "\n".join(lines) + "\n"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,7 @@ import numpy as np
 from bot.audio import SAMPLE_RATE
 from bot.errors import ModelError
 from bot.events import Utterance
-from bot.settings import AudioSettings
+from bot.settings import AudioSettings, resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +39,16 @@ class TranscriberOptions:
     max_utterance_s: float = 12.0
     vad_threshold: float = 0.5
     speech_pad_s: float = 0.2
+    hotwords: str | None = None
+    """Words Whisper should expect, such as the bot's name (which it otherwise
+    hears as a common word: "Chatling" comes out as "Chaplin")."""
 
     @classmethod
-    def from_settings(cls, settings: AudioSettings) -> TranscriberOptions:
+    def from_settings(
+        cls, settings: AudioSettings, hotwords: str | None = None
+    ) -> TranscriberOptions:
         return cls(
+            hotwords=hotwords,
             language=settings.language,
             beam_size=settings.beam_size,
             silence_commit_s=settings.silence_commit_s,
@@ -56,7 +61,9 @@ def load_whisper(settings: AudioSettings) -> Any:
     from faster_whisper import WhisperModel
 
     name = settings.whisper_model
-    if not Path(name).exists() and ("/" in name or Path(name).is_absolute()):
+    if resolve_path(name).exists():
+        name = str(resolve_path(name))
+    elif "/" in name:
         raise ModelError(
             f"whisper model path {name} does not exist; run `python -m bot.models` or set "
             "CHATLING_AUDIO__WHISPER_MODEL"
@@ -155,6 +162,7 @@ class StreamingTranscriber:
             condition_on_previous_text=False,
             without_timestamps=True,
             initial_prompt=self._previous_text[-200:] or None,
+            hotwords=self._options.hotwords,
         )
         text = " ".join(seg.text.strip() for seg in segments if seg.no_speech_prob < 0.8).strip()
         if not text:

@@ -519,7 +519,8 @@ def write_json(path: Path, data) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Files are written to --out-dir; see data/demo/README.md.",
     )
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_DIR, help="where the files go")

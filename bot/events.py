@@ -28,6 +28,15 @@ class ChatMessage:
     """Sent by this bot or a known bot account: stored, never a reply trigger."""
     source: str = "replay"
     """Where it came from: ``replay``, ``twitch``, ``discord``."""
+    badges: tuple[str, ...] = ()
+    """Chat badges by set id (``broadcaster``, ``moderator``, ``vip``, ``subscriber``)."""
+    parent_message_id: str | None = None
+    """The message this one replies to (Twitch reply threads), if any."""
+
+    @property
+    def is_moderator(self) -> bool:
+        """Broadcaster or moderator: may run the bot's chat commands."""
+        return "broadcaster" in self.badges or "moderator" in self.badges
 
 
 @dataclass(frozen=True, slots=True)

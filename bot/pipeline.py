@@ -127,6 +127,27 @@ class Pipeline:
         self.inbox: asyncio.Queue[InboxItem] = asyncio.Queue(maxsize=10_000)
         self._reply_task: asyncio.Task[None] | None = None
         self._replies = 0
+        self.paused = False
+        """Paused by a moderator: everything is still logged, nothing is posted."""
+
+    # -- moderator control (``bot.control.BotControl``) -------------------------
+
+    def pause(self) -> None:
+        self.paused = True
+        log.info("replies paused by a moderator (still logging)")
+
+    def resume(self) -> None:
+        self.paused = False
+        self.inbox.put_nowait(_Wake())
+        log.info("replies resumed")
+
+    def status_line(self) -> str:
+        st = self.stats
+        state = "paused" if self.paused else "active"
+        return (
+            f"chatling is {state}: {st.chat_in} chat messages, {st.posted} replies posted, "
+            f"{st.blocked} blocked, {st.rate_limited} rate-limited"
+        )
 
     async def run(self) -> PipelineStats:
         """Consume the inbox until ``EndOfStream``; the reply in flight is awaited."""
@@ -172,6 +193,8 @@ class Pipeline:
         p.display.chat(item)
 
     def _maybe_reply(self) -> float | None:
+        if self.paused:
+            return None
         now = self.parts.clock.now()
         decision = self.policy.decide(self.state, now)
         if not decision.speak:

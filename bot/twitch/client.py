@@ -1,0 +1,544 @@
+"""Live Twitch chat for one channel: EventSub in, Helix out, in one ``async with``.
+
+``TwitchChat`` logs the bot account in (token file from ``chatling auth
+twitch``, else ``CHATLING_TWITCH__BOT_TOKEN``; refreshed when Twitch rejects
+it), subscribes to ``channel.chat.message`` over twitchio 3's EventSub
+websocket, turns every notification into a ``bot.events.ChatMessage`` on the
+inbox, runs moderators' ``!chatling`` commands, and exposes ``.sink``
+(``TwitchSink``) for the pipeline's replies. How ``chatling run`` uses it::
+
+    inbox: asyncio.Queue = asyncio.Queue(maxsize=10_000)
+    async with TwitchChat(settings.twitch, inbox, stream_start=time.time()) as chat:
+        pipeline = Pipeline(parts_with(sink=chat.sink, channel=chat.channel), inbox=inbox)
+        chat.control = pipeline          # !chatling pause|resume|status act on it
+        await pipeline.run()             # until Ctrl-C / EndOfStream
+    # leaving the block: websocket closed, messages already read handed to the
+    # inbox (up to drain_timeout_s), HTTP sessions closed.
+
+What twitchio 3.3.2 already does and is relied on: reconnect with backoff
+(3 s base, 90 s cap, unlimited tries) when the socket closes or errors, a
+keepalive watchdog (no message for keepalive_timeout + 5 s -> reconnect), and
+resubscription after such a reconnect; background token revalidation and
+refresh. What is added here:
+
+- the reader never waits on the bounded inbox: each message goes to an
+  unbounded buffer at once and one forwarder task moves them to the inbox in
+  order, so a flood cannot starve keepalives (a growing backlog is logged);
+- ``session_reconnect``: twitchio stops reading the old socket while it
+  connects to the new URL and then closes it, dropping what Twitch sent there
+  meanwhile; ``_HandoverWebsocket`` keeps reading the old socket until the
+  new one is welcomed and the old one falls quiet;
+- a supervisor that resubscribes on a fresh socket (with backoff) when
+  twitchio gives a socket up for good (close codes 4001/4003, a revocation);
+- duplicate deliveries (Twitch sends at least once) are dropped by message id;
+- twitchio's loggers are scrubbed of the bot's tokens (``SecretRedactor``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import twitchio
+from pydantic import SecretStr
+from twitchio.eventsub import ChatMessageSubscription
+from twitchio.eventsub.websockets import Websocket
+
+from bot.control import BotControl
+from bot.errors import ConfigError
+from bot.events import ChatMessage
+from bot.settings import TwitchSettings
+from bot.twitch import auth
+from bot.twitch.auth import SecretRedactor, Tokens, TwitchError, redact
+from bot.twitch.commands import ModeratorCommands
+from bot.twitch.sink import TwitchSink
+
+log = logging.getLogger(__name__)
+
+HANDOVER_QUIET_S = 0.5
+"""After a ``session_reconnect`` handover the old socket closes once quiet this long..."""
+HANDOVER_MAX_S = 5.0
+"""... or after this long at most."""
+BACKLOG_WARN = 1_000
+_STOP = object()
+
+
+def to_chat_message(
+    event: twitchio.ChatMessage, *, offset: float, bot_login: str, known_bots: frozenset[str]
+) -> ChatMessage:
+    """One ``channel.chat.message`` notification as a chatling ``ChatMessage``."""
+    user = (event.chatter.name or "").lower()
+    return ChatMessage(
+        offset=offset,
+        user=user,
+        text=event.text,
+        display_name=event.chatter.display_name,
+        message_id=event.id,
+        emotes=tuple(f.text for f in event.fragments if f.type == "emote"),
+        is_bot=user == bot_login or user in known_bots,
+        source="twitch",
+        badges=tuple(b.set_id for b in event.badges),
+        parent_message_id=event.reply.parent_message_id if event.reply else None,
+    )
+
+
+class _HandoverWebsocket(Websocket):
+    """twitchio's EventSub websocket, reading on through a ``session_reconnect``."""
+
+    __slots__ = ("_handing_over",)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._handing_over = False
+
+    async def _process_reconnect(self, data: Any) -> None:
+        if self._handing_over:
+            return
+        self._handing_over = True
+        log.info("Twitch moves the chat websocket; connecting to the new URL")
+        task = asyncio.create_task(self._handover(data["payload"]["session"]["reconnect_url"]))
+        self._connection_tasks.add(task)
+        task.add_done_callback(self._connection_tasks.discard)
+
+    async def _create_connection_task(self) -> None:
+        if not self._handing_over:  # during a handover the new socket replaces this one
+            await super()._create_connection_task()
+
+    async def _handover(self, url: str) -> None:
+        new = _HandoverWebsocket(
+            keep_alive_timeout=self.keep_alive_timeout,
+            reconnect_attempts=self._original_attempts,
+            client=self._client,
+            token_for=self._token_for,
+            http=self._http,
+        )
+        new._subscriptions = self._subscriptions  # Twitch carries them over to the new URL
+        try:
+            await new.connect(url=url, fail_once=True)
+        except twitchio.WebsocketConnectionException:
+            log.warning("could not follow Twitch's reconnect URL; reconnecting from scratch")
+            self._handing_over = False
+            await self.connect(reconnect=True)
+            return
+        if self._client is not None and self._token_for is not None:
+            self._client._websockets[self._token_for][str(new.session_id)] = new
+        # Twitch sends to the old socket until the new one is welcomed: read what is in flight.
+        loop = asyncio.get_running_loop()
+        deadline, last = loop.time() + HANDOVER_MAX_S, self._last_keepalive
+        while loop.time() < deadline:
+            await asyncio.sleep(HANDOVER_QUIET_S)
+            if self._last_keepalive == last:
+                break
+            last = self._last_keepalive
+        await self.close()
+        log.info("chat websocket handed over to session %s", new.session_id)
+
+
+class _TokenBox:
+    """The bot's current tokens (``bot.twitch.sink.TokenSource``); refreshes and saves them."""
+
+    def __init__(self, chat: TwitchChat, tokens: Tokens) -> None:
+        self._chat = chat
+        self.tokens = tokens
+        self._lock = asyncio.Lock()
+
+    def access_token(self) -> str:
+        return self.tokens.access_token.get_secret_value()
+
+    async def refresh_access(self, rejected: str) -> str:
+        async with self._lock:
+            if self.access_token() == rejected:
+                new = await self._chat._refresh(self.tokens)
+                await self.adopt(new)
+                client = self._chat._client
+                if client is not None:
+                    with self._chat._twitch_errors("handing the refreshed token to twitchio"):
+                        await client.add_token(
+                            self.access_token(), new.refresh_token.get_secret_value()
+                        )
+            return self.access_token()
+
+    async def adopt(self, tokens: Tokens) -> None:
+        self.tokens = tokens
+        self._chat._redactor.add(*tokens.secrets())
+        await asyncio.to_thread(auth.save_tokens, self._chat.token_file, tokens)
+
+
+class TwitchChat:
+    """One live Twitch channel: see the module docstring for the lifetime."""
+
+    def __init__(
+        self,
+        settings: TwitchSettings,
+        inbox: asyncio.Queue[Any],
+        stream_start: float,
+        control: BotControl | None = None,
+        *,
+        token_file: str | Path | None = None,
+        drop_backoff_s: float = 30.0,
+        keepalive_timeout_s: int = 10,
+        drain_timeout_s: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self.inbox = inbox
+        self.stream_start = stream_start
+        """Wall-clock (``time.time()``) start of the stream: offsets count from it."""
+        self.token_file = Path(token_file) if token_file else auth.default_token_file()
+        self.drop_backoff_s = drop_backoff_s
+        self.keepalive_timeout_s = keepalive_timeout_s
+        self.drain_timeout_s = drain_timeout_s
+        self.channel = settings.channel.lower().lstrip("#")
+        self.known_bots = frozenset(b.casefold() for b in settings.known_bots)
+        self.bot_login = settings.bot_login.lower()
+        self.bot_id = ""
+        self.broadcaster_id = ""
+        self.received = 0
+        """Messages handed to the inbox."""
+        self._control = control
+        self._redactor = SecretRedactor()
+        self._redactor.add(settings.client_secret.get_secret_value())
+        self._stack = contextlib.AsyncExitStack()
+        self._client: twitchio.Client | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._tokens: _TokenBox | None = None
+        self._sink: TwitchSink | None = None
+        self._commands: ModeratorCommands | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._buffer: asyncio.Queue[Any] = asyncio.Queue()
+        self._forwarder: asyncio.Task[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._socket_closed = asyncio.Event()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._warn_at = BACKLOG_WARN
+        self._closing = False
+
+    # -- public -------------------------------------------------------------------------
+
+    @property
+    def sink(self) -> TwitchSink:
+        """Posts as the bot in this channel (available inside the ``async with``)."""
+        if self._sink is None:
+            raise RuntimeError("TwitchChat.sink is available inside `async with TwitchChat(...)`")
+        return self._sink
+
+    @property
+    def control(self) -> BotControl | None:
+        """What moderators' commands act on; may be set after entering."""
+        return self._control
+
+    @control.setter
+    def control(self, control: BotControl | None) -> None:
+        self._control = control
+        if self._commands is not None:
+            self._commands.control = control
+
+    @property
+    def backlog(self) -> int:
+        """Messages read from Twitch that wait for room in the inbox."""
+        return self._buffer.qsize()
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> TwitchChat:
+        s = self.settings
+        if not self.channel:
+            raise ConfigError(
+                "CHATLING_TWITCH__CHANNEL is empty: set the channel (login) to chat in"
+            )
+        if not s.client_id:
+            raise ConfigError(
+                "CHATLING_TWITCH__CLIENT_ID is empty: "
+                "create an application at dev.twitch.tv/console"
+            )
+        try:
+            await self._start()
+        except BaseException as exc:
+            await self._stack.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        self._closing = True
+        if self._client is not None:
+            await self._client.close()  # no more events; idempotent
+        await asyncio.sleep(0)  # let dispatches already scheduled reach the buffer
+        if et is None:
+            await self._drain()
+        for task in (self._supervisor, self._forwarder):
+            if task is not None:
+                task.cancel()
+        return await self._stack.__aexit__(et, exc, tb)
+
+    async def _start(self) -> None:
+        self._redactor.attach("twitchio")
+        self._stack.callback(self._redactor.detach)
+        self._session = await self._stack.enter_async_context(aiohttp.ClientSession())
+        tokens = await self._login_tokens()
+        self._tokens = _TokenBox(self, tokens)
+        self.bot_id = tokens.user_id
+        secret = self.settings.client_secret.get_secret_value() or None
+        client = twitchio.Client(
+            client_id=self.settings.client_id,
+            client_secret=secret,
+            bot_id=self.bot_id,
+            fetch_client_user=False,
+        )
+        self._client = client
+        self._stack.push_async_callback(client.close)
+        client.add_listener(self._on_message, event="event_message")
+        client.add_listener(self._on_token_refreshed, event="event_token_refreshed")
+        client.add_listener(self._on_socket_closed, event="event_websocket_closed")
+        access, refresh = (
+            tokens.access_token.get_secret_value(),
+            tokens.refresh_token.get_secret_value(),
+        )
+        with self._twitch_errors("logging in to Twitch"):
+            await client.login(token=access, load_tokens=False, save_tokens=False)
+            await client.add_token(access, refresh)
+            users = await client.fetch_users(logins=[self.channel])
+        if not users:
+            raise ConfigError(
+                f"Twitch has no channel {self.channel!r}: check CHATLING_TWITCH__CHANNEL"
+            )
+        self.broadcaster_id = users[0].id
+        self._sink = TwitchSink(
+            session=self._session,
+            client_id=self.settings.client_id,
+            broadcaster_id=self.broadcaster_id,
+            sender_id=self.bot_id,
+            tokens=self._tokens,
+            channel=self.channel,
+            is_moderator=self.settings.is_moderator,
+            helix_base=twitchio.http.Route.BASE,
+            drop_backoff_s=self.drop_backoff_s,
+        )
+        self._commands = ModeratorCommands(self.settings.command_prefix, self._sink, self._control)
+        self._tg = await self._stack.enter_async_context(asyncio.TaskGroup())
+        await self._subscribe()
+        self._forwarder = self._tg.create_task(self._forward(), name="twitch-chat-forwarder")
+        self._supervisor = self._tg.create_task(self._supervise(), name="twitch-chat-supervisor")
+        log.info("reading Twitch chat of #%s as %s", self.channel, self.bot_login)
+
+    async def _login_tokens(self) -> Tokens:
+        """Tokens from the token file (else the settings), validated, refreshed if expired."""
+        assert self._session is not None
+        s = self.settings
+        tokens = await asyncio.to_thread(auth.load_tokens, self.token_file)
+        if tokens is None:
+            if not s.bot_token.get_secret_value():
+                raise ConfigError(
+                    f"no Twitch token: run `chatling auth twitch` (writes {self.token_file}) "
+                    "or set CHATLING_TWITCH__BOT_TOKEN and CHATLING_TWITCH__REFRESH_TOKEN"
+                )
+            tokens = Tokens(access_token=s.bot_token, refresh_token=s.refresh_token)
+        self._redactor.add(*tokens.secrets())
+        id_base = twitchio.http.Route.ID_BASE
+        with self._twitch_errors("validating the bot's token"):
+            info = await auth.validate(tokens.access_token, session=self._session, id_base=id_base)
+            if info is None:
+                tokens = await self._refresh(tokens)
+                info = await auth.validate(
+                    tokens.access_token, session=self._session, id_base=id_base
+                )
+        if info is None:
+            raise TwitchError(
+                "Twitch rejects the bot's refreshed token: run `chatling auth twitch` again"
+            )
+        missing = sorted(set(auth.BOT_SCOPES) - set(info.scopes))
+        if missing:
+            raise TwitchError(
+                f"the bot's token lacks the scopes {', '.join(missing)}: "
+                "run `chatling auth twitch` again"
+            )
+        if self.bot_login and self.bot_login != info.login:
+            log.warning(
+                "the token belongs to %s, not CHATLING_TWITCH__BOT_LOGIN=%s",
+                info.login,
+                self.bot_login,
+            )
+        self.bot_login = info.login
+        tokens = Tokens(
+            access_token=tokens.access_token,
+            refresh_token=tokens.refresh_token,
+            scopes=info.scopes,
+            user_id=info.user_id,
+            login=info.login,
+            expires_at=time.time() + info.expires_in,
+        )
+        await asyncio.to_thread(auth.save_tokens, self.token_file, tokens)
+        return tokens
+
+    async def _refresh(self, tokens: Tokens) -> Tokens:
+        assert self._session is not None
+        if not tokens.refresh_token.get_secret_value():
+            raise TwitchError(
+                "the bot's token expired and there is no refresh token: run `chatling auth twitch`"
+            )
+        secret = self.settings.client_secret
+        with self._twitch_errors("refreshing the bot's token"):
+            new = await auth.refresh(
+                self.settings.client_id,
+                tokens,
+                session=self._session,
+                client_secret=secret if secret.get_secret_value() else None,
+                id_base=twitchio.http.Route.ID_BASE,
+            )
+        self._redactor.add(*new.secrets())
+        return new
+
+    async def _subscribe(self) -> None:
+        """A fresh EventSub websocket with the ``channel.chat.message`` subscription."""
+        client = self._client
+        assert client is not None
+        socket = _HandoverWebsocket(
+            client=client,
+            token_for=self.bot_id,
+            http=client.http,
+            keep_alive_timeout=self.keepalive_timeout_s,
+        )
+        with self._twitch_errors("subscribing to the chat of #" + self.channel):
+            await socket.connect(fail_once=True)
+            client._websockets[self.bot_id][str(socket.session_id)] = socket
+            try:
+                await client.subscribe_websocket(
+                    ChatMessageSubscription(
+                        broadcaster_user_id=self.broadcaster_id, user_id=self.bot_id
+                    ),
+                    token_for=self.bot_id,
+                    socket_id=socket.session_id,
+                )
+            except BaseException:
+                await socket.close()
+                raise
+
+    async def _drain(self) -> None:
+        """Hand what was read to the inbox before leaving (bounded by ``drain_timeout_s``)."""
+        if self._forwarder is None:
+            return
+        self._buffer.put_nowait(_STOP)
+        done, _ = await asyncio.wait({self._forwarder}, timeout=self.drain_timeout_s)
+        if not done:
+            log.warning(
+                "leaving Twitch chat with %d messages not handed to the inbox (it stayed full)",
+                self._buffer.qsize() - 1,
+            )
+
+    # -- background ---------------------------------------------------------------------
+
+    async def _forward(self) -> None:
+        """Buffer -> inbox, in order; the only place that waits on the bounded inbox."""
+        while True:
+            item = await self._buffer.get()
+            if item is _STOP:
+                return
+            await self.inbox.put(item)
+            self.received += 1
+            if self._buffer.empty():
+                self._warn_at = BACKLOG_WARN
+
+    async def _supervise(self) -> None:
+        """Resubscribe on a fresh socket when twitchio gave its socket up for good."""
+        while True:
+            await self._socket_closed.wait()
+            self._socket_closed.clear()
+            await asyncio.sleep(0)
+            if self._closing or self._has_live_socket():
+                continue
+            delay = 2.0
+            while not self._closing:
+                log.warning("Twitch chat websocket closed for good; subscribing again")
+                try:
+                    await self._subscribe()
+                    break
+                except TwitchError as exc:
+                    log.error(
+                        "could not resubscribe to Twitch chat (%s); next try in %.0f s", exc, delay
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+
+    def _has_live_socket(self) -> bool:
+        assert self._client is not None
+        sockets = self._client._websockets.get(self.bot_id, {})
+        return any(not s._closed for s in sockets.values())
+
+    # -- twitchio listeners (each runs in its own task, created by twitchio) ---------------
+
+    async def _on_message(self, payload: twitchio.ChatMessage) -> None:
+        message = to_chat_message(
+            payload,
+            offset=max(0.0, time.time() - self.stream_start),
+            bot_login=self.bot_login,
+            known_bots=self.known_bots,
+        )
+        if message.message_id:
+            if message.message_id in self._seen:
+                log.debug("dropping a duplicate delivery of message %s", message.message_id)
+                return
+            self._seen[message.message_id] = None
+            if len(self._seen) > 4096:
+                self._seen.popitem(last=False)
+        self._buffer.put_nowait(message)
+        if self._buffer.qsize() >= self._warn_at:
+            log.warning("Twitch chat backlog: %d messages wait for the inbox", self._buffer.qsize())
+            self._warn_at *= 2
+        commands, tg = self._commands, self._tg
+        if (
+            commands is not None
+            and tg is not None
+            and not self._closing
+            and commands.wants(message)
+        ):
+            tg.create_task(commands.handle(message))
+
+    async def _on_token_refreshed(self, payload: Any) -> None:
+        if self._tokens is None or str(payload.user_id) != self.bot_id:
+            return
+        old = self._tokens.tokens
+        await self._tokens.adopt(
+            Tokens(
+                access_token=SecretStr(payload.token),
+                refresh_token=SecretStr(payload.refresh_token),
+                scopes=old.scopes,
+                user_id=old.user_id,
+                login=old.login,
+                expires_at=time.time() + float(payload.expires_in or 0),
+            )
+        )
+
+    async def _on_socket_closed(self, payload: Any) -> None:
+        self._socket_closed.set()
+
+    # -- errors ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _twitch_errors(self, doing: str) -> Iterator[None]:
+        """twitchio / network errors as one ``TwitchError`` whose text holds no secret."""
+        try:
+            yield
+        except twitchio.HTTPException as exc:
+            raise TwitchError(self._explain(doing, exc)) from None
+        except (twitchio.TwitchioException, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            text = redact(str(exc), self._redactor.secrets)
+            raise TwitchError(f"{doing} failed ({type(exc).__name__}: {text})") from None
+
+    def _explain(self, doing: str, exc: twitchio.HTTPException) -> str:
+        extra = exc.extra if isinstance(exc.extra, dict) else {}
+        said = redact(str(extra.get("message") or ""), self._redactor.secrets)
+        if exc.status == 401:
+            return f"{doing}: Twitch rejected the bot's token ({said}); run `chatling auth twitch`"
+        if exc.status == 403:
+            return f"{doing}: Twitch refused ({said}). " + auth.grant_instructions(
+                self.bot_login, self.channel
+            )
+        return f"{doing} failed: Twitch answered HTTP {exc.status} ({said})"

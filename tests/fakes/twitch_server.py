@@ -1,0 +1,570 @@
+"""A fake Twitch on 127.0.0.1 (random port), in its own thread and event loop.
+
+Serves what chatling's Twitch client touches: id.twitch.tv (``/oauth2/validate``,
+``/oauth2/token`` for refresh and device-code grants, ``/oauth2/device``),
+Helix (``/helix/users``, ``/helix/eventsub/subscriptions``,
+``/helix/chat/messages``) and the EventSub websocket (``/ws``: welcome,
+keepalives, notifications, ``session_reconnect``). It records every
+connection, subscription and posted chat message, and can be scripted:
+answers to sends, a flood of notifications, a closed or aborted socket, a
+reconnect request. It runs in a thread so its timing (keepalives, floods) does
+not depend on the client's event loop, like the real server.
+
+Usage::
+
+    with FakeTwitch() as fake:
+        fake.patch_twitchio(monkeypatch)       # twitchio's three base URLs -> the fake
+        await fake.send_chat("hello", chatter="viewer1")
+
+No access log is written (it would print query strings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime as dt
+import itertools
+import json
+import secrets
+import threading
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class FakeUser:
+    id: str
+    login: str
+    display_name: str = ""
+
+
+@dataclass
+class Conn:
+    """One EventSub websocket connection as the fake sees it."""
+
+    session_id: str
+    ws: web.WebSocketResponse
+    keepalive_s: int
+    transport: Any = None
+    reconnected_from: str | None = None
+    subscriptions: list[dict[str, Any]] = field(default_factory=list)
+    closed: bool = False
+    received: list[str] = field(default_factory=list)
+    """Text frames the client sent (Twitch forbids any)."""
+
+
+@dataclass
+class ChatPost:
+    """One ``POST /helix/chat/messages`` as received."""
+
+    body: dict[str, Any]
+    token: str
+
+
+class FakeTwitch:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        client_id: str = "fake-client-id",
+        bot: FakeUser | None = None,
+        broadcaster: FakeUser | None = None,
+        keepalive_every_s: float = 1.0,
+        device_pending_polls: int = 2,
+    ) -> None:
+        self.client_id = client_id
+        self.bot = bot or FakeUser("1001", "chatling_bot", "Chatling_Bot")
+        self.broadcaster = broadcaster or FakeUser("2002", "streamer", "Streamer")
+        self.users = {u.id: u for u in (self.bot, self.broadcaster)}
+        self.keepalive_every_s = keepalive_every_s
+        self.device_pending_polls = device_pending_polls
+        self.scopes = ["user:bot", "user:read:chat", "user:write:chat"]
+        # state: touched from the fake's loop; tests read snapshots
+        self.access: dict[str, str] = {}
+        """Valid access token -> user id."""
+        self.refresh: dict[str, str] = {}
+        """Valid refresh token -> user id."""
+        self.conns: list[Conn] = []
+        self.subscriptions: list[dict[str, Any]] = []
+        self.chat_posts: list[ChatPost] = []
+        self.send_script: deque[tuple[int, dict[str, Any], dict[str, str]]] = deque()
+        """Answers to the next sends: (status, json body, headers); empty -> success."""
+        self.token_requests: list[dict[str, str]] = []
+        self.token_queries: list[dict[str, str]] = []
+        """The URL query of each ``/oauth2/token`` request (secrets belong in the body)."""
+        self.device_polls = 0
+        self._ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # -- lifetime -----------------------------------------------------------------------
+
+    def __enter__(self) -> FakeTwitch:
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        def run() -> None:
+            assert self._loop is not None
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(self._start())
+            ready.set()
+            self._loop.run_forever()
+            self._loop.run_until_complete(self._stop())
+            self._loop.close()
+
+        self._thread = threading.Thread(target=run, name="fake-twitch")
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("the fake Twitch server did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None and self._thread is not None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/oauth2/validate", self._validate)
+        app.router.add_post("/oauth2/token", self._token)
+        app.router.add_post("/oauth2/device", self._device)
+        app.router.add_get("/helix/users", self._users)
+        app.router.add_post("/helix/eventsub/subscriptions", self._subscribe)
+        app.router.add_post("/helix/chat/messages", self._chat_message)
+        app.router.add_get("/ws", self._websocket)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def _stop(self) -> None:
+        for conn in self.conns:
+            if not conn.closed:
+                await conn.ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- URLs and wiring ------------------------------------------------------------------
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def helix_base(self) -> str:
+        return f"{self.base}helix/"
+
+    @property
+    def wss(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def patch_twitchio(self, monkeypatch: Any) -> None:
+        """Point twitchio's Helix, id.twitch.tv and EventSub URLs at this fake."""
+        import twitchio.eventsub.websockets
+        import twitchio.http
+
+        monkeypatch.setattr(twitchio.http.Route, "BASE", self.helix_base)
+        monkeypatch.setattr(twitchio.http.Route, "ID_BASE", self.base)
+        monkeypatch.setattr(twitchio.eventsub.websockets, "WSS", self.wss)
+
+    def issue_tokens(
+        self, user_id: str | None = None, access: str | None = None
+    ) -> tuple[str, str]:
+        """A valid (access, refresh) pair for ``user_id`` (default: the bot)."""
+        access = access or secrets.token_hex(15)
+        refresh = secrets.token_hex(25)
+        uid = user_id or self.bot.id
+        self.access[access] = uid
+        self.refresh[refresh] = uid
+        return access, refresh
+
+    def run(self, fn: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+        """Run ``fn()`` on the fake's loop; await the result from the test's loop."""
+        assert self._loop is not None
+        future: concurrent.futures.Future[Any] = asyncio.run_coroutine_threadsafe(fn(), self._loop)
+        return asyncio.wrap_future(future)
+
+    # -- scripted server behaviour (await these from tests) --------------------------------
+
+    def live_conns(self) -> list[Conn]:
+        return [c for c in self.conns if not c.closed]
+
+    def _chat_target(self) -> Conn | None:
+        subscribed = [c for c in self.live_conns() if c.subscriptions]
+        return subscribed[-1] if subscribed else None
+
+    async def send_chat(self, text: str, **fields: Any) -> str:
+        """A ``channel.chat.message`` notification to the subscribed socket; its message id."""
+
+        async def go() -> str:
+            conn = self._chat_target()
+            if conn is None:
+                raise RuntimeError("no websocket holds a channel.chat.message subscription")
+            event = self.chat_event(text, **fields)
+            await self._send(conn, self._notification(conn, event))
+            return str(event["message_id"])
+
+        return await self.run(go)
+
+    async def flood(self, count: int, seconds: float, prefix: str = "flood") -> None:
+        """``count`` notifications spread evenly over ``seconds`` (keepalives keep going)."""
+
+        async def go() -> None:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            for i in range(count):
+                conn = self._chat_target()
+                assert conn is not None, "flood: no subscribed socket"
+                event = self.chat_event(f"{prefix} {i}", chatter=f"viewer{i % 50}")
+                await self._send(conn, self._notification(conn, event))
+                delay = start + (i + 1) * seconds / count - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+
+        await self.run(go)
+
+    async def close_sockets(self, code: int = 4000) -> None:
+        """Close every live socket with a close frame (4000: Twitch's internal error)."""
+
+        async def go() -> None:
+            for conn in self.live_conns():
+                await conn.ws.close(code=code, message=b"fake server closing")
+
+        await self.run(go)
+
+    async def abort_sockets(self) -> None:
+        """Drop every live socket's TCP connection without a close frame."""
+
+        async def go() -> None:
+            for conn in self.live_conns():
+                if conn.transport is not None:
+                    conn.transport.abort()
+
+        await self.run(go)
+
+    async def request_reconnect(self, then_on_old: Iterable[str] = ()) -> None:
+        """``session_reconnect`` to the subscribed socket, then notifications still sent there."""
+
+        async def go() -> None:
+            conn = self._chat_target()
+            assert conn is not None, "reconnect: no subscribed socket"
+            url = f"{self.wss}?reconnect={conn.session_id}"
+            session = {
+                "id": conn.session_id,
+                "status": "reconnecting",
+                "keepalive_timeout_seconds": None,
+                "reconnect_url": url,
+                "connected_at": _now(),
+            }
+            await self._send(conn, self._message("session_reconnect", {"session": session}))
+            for text in then_on_old:
+                await self._send(conn, self._notification(conn, self.chat_event(text)))
+
+        await self.run(go)
+
+    # -- message builders -----------------------------------------------------------------
+
+    def chat_event(
+        self,
+        text: str,
+        *,
+        chatter: str = "viewer1",
+        chatter_id: str | None = None,
+        display_name: str | None = None,
+        badges: Iterable[str] = (),
+        emotes: Iterable[str] = (),
+        reply_to: str | None = None,
+        message_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The ``event`` of a ``channel.chat.message`` notification."""
+        emote_set = set(emotes)
+        fragments: list[dict[str, Any]] = []
+        for i, word in enumerate(text.split(" ")):
+            piece = word if i == 0 else " " + word
+            if word in emote_set:
+                if i:
+                    fragments.append(_fragment("text", " "))
+                fragments.append(
+                    _fragment(
+                        "emote",
+                        word,
+                        emote={
+                            "id": "25",
+                            "emote_set_id": "0",
+                            "owner_id": "0",
+                            "format": ["static"],
+                        },
+                    )
+                )
+            elif fragments and fragments[-1]["type"] == "text":
+                fragments[-1]["text"] += piece
+            else:
+                fragments.append(_fragment("text", piece))
+        reply = None
+        if reply_to:
+            reply = {
+                "parent_message_id": reply_to,
+                "parent_message_body": "earlier message",
+                "parent_user_id": self.broadcaster.id,
+                "parent_user_name": self.broadcaster.display_name,
+                "parent_user_login": self.broadcaster.login,
+                "thread_message_id": reply_to,
+                "thread_user_id": self.broadcaster.id,
+                "thread_user_name": self.broadcaster.display_name,
+                "thread_user_login": self.broadcaster.login,
+            }
+        b = self.broadcaster
+        return {
+            "broadcaster_user_id": b.id,
+            "broadcaster_user_login": b.login,
+            "broadcaster_user_name": b.display_name,
+            "chatter_user_id": chatter_id or str(5000 + abs(hash(chatter)) % 1000),
+            "chatter_user_login": chatter,
+            "chatter_user_name": display_name or chatter.capitalize(),
+            "message_id": message_id or str(uuid.uuid4()),
+            "message": {"text": text, "fragments": fragments},
+            "color": "#00FF7F",
+            "badges": [{"set_id": s, "id": "1", "info": ""} for s in badges],
+            "message_type": "text",
+            "cheer": None,
+            "reply": reply,
+            "channel_points_custom_reward_id": None,
+            "channel_points_animation_id": None,
+            "source_broadcaster_user_id": None,
+            "source_broadcaster_user_login": None,
+            "source_broadcaster_user_name": None,
+            "source_message_id": None,
+            "source_badges": None,
+            "is_source_only": None,
+        }
+
+    def _message(self, kind: str, payload: dict[str, Any], **meta: Any) -> dict[str, Any]:
+        metadata = {
+            "message_id": str(uuid.uuid4()),
+            "message_type": kind,
+            "message_timestamp": _now(),
+        }
+        return {"metadata": {**metadata, **meta}, "payload": payload}
+
+    def _notification(self, conn: Conn, event: dict[str, Any]) -> dict[str, Any]:
+        sub = next(s for s in conn.subscriptions if s["type"] == "channel.chat.message")
+        return self._message(
+            "notification",
+            {"subscription": sub, "event": event},
+            subscription_type="channel.chat.message",
+            subscription_version="1",
+        )
+
+    async def _send(self, conn: Conn, message: dict[str, Any]) -> None:
+        if not conn.closed:
+            await conn.ws.send_str(json.dumps(message))
+
+    # -- HTTP handlers -------------------------------------------------------------------
+
+    def _bearer(self, request: web.Request) -> str | None:
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ").removeprefix("OAuth ")
+        return self.access.get(token) and token
+
+    async def _validate(self, request: web.Request) -> web.Response:
+        token = self._bearer(request)
+        if token is None:
+            return web.json_response({"status": 401, "message": "invalid access token"}, status=401)
+        user = self.users[self.access[token]]
+        return web.json_response(
+            {
+                "client_id": self.client_id,
+                "login": user.login,
+                "scopes": self.scopes,
+                "user_id": user.id,
+                "expires_in": 14400,
+            }
+        )
+
+    async def _params(self, request: web.Request) -> dict[str, str]:
+        params = dict(request.query)
+        if request.can_read_body:
+            params.update({k: str(v) for k, v in (await request.post()).items()})
+        return params
+
+    async def _token(self, request: web.Request) -> web.Response:
+        params = await self._params(request)
+        self.token_requests.append(params)
+        self.token_queries.append(dict(request.query))
+        grant = params.get("grant_type")
+        if grant == "refresh_token":
+            uid = self.refresh.pop(params.get("refresh_token", ""), None)
+            if uid is None:
+                return web.json_response(
+                    {"status": 400, "message": "Invalid refresh token"}, status=400
+                )
+            access, refresh = self.issue_tokens(uid)
+            return web.json_response(self._token_body(access, refresh))
+        if grant == "urn:ietf:params:oauth:grant-type:device_code":
+            self.device_polls += 1
+            if params.get("device_code") != "fake-device-code":
+                return web.json_response(
+                    {"status": 400, "message": "invalid device code"}, status=400
+                )
+            if self.device_polls <= self.device_pending_polls:
+                return web.json_response(
+                    {"status": 400, "message": "authorization_pending"}, status=400
+                )
+            access, refresh = self.issue_tokens()
+            return web.json_response(self._token_body(access, refresh))
+        return web.json_response({"status": 400, "message": "unsupported grant type"}, status=400)
+
+    def _token_body(self, access: str, refresh: str) -> dict[str, Any]:
+        return {
+            "access_token": access,
+            "refresh_token": refresh,
+            "expires_in": 14400,
+            "scope": self.scopes,
+            "token_type": "bearer",
+        }
+
+    async def _device(self, request: web.Request) -> web.Response:
+        params = await self._params(request)
+        if params.get("client_id") != self.client_id:
+            return web.json_response({"status": 400, "message": "invalid client"}, status=400)
+        return web.json_response(
+            {
+                "device_code": "fake-device-code",
+                "expires_in": 1800,
+                "interval": 1,
+                "user_code": "FAKECODE",
+                "verification_uri": "https://www.twitch.tv/activate?device-code=FAKECODE",
+            }
+        )
+
+    async def _users(self, request: web.Request) -> web.Response:
+        if self._bearer(request) is None:
+            return web.json_response({"status": 401, "message": "Invalid OAuth token"}, status=401)
+        ids, logins = request.query.getall("id", []), request.query.getall("login", [])
+        found = [u for u in self.users.values() if u.id in ids or u.login in logins]
+        return web.json_response({"data": [_user_json(u) for u in found]})
+
+    async def _subscribe(self, request: web.Request) -> web.Response:
+        if self._bearer(request) is None:
+            return web.json_response({"status": 401, "message": "Invalid OAuth token"}, status=401)
+        body = await request.json()
+        session_id = body.get("transport", {}).get("session_id")
+        conn = next((c for c in self.live_conns() if c.session_id == session_id), None)
+        if conn is None:
+            return web.json_response(
+                {"status": 400, "message": "websocket transport session does not exist"}, status=400
+            )
+        sub = {
+            "id": str(uuid.uuid4()),
+            "status": "enabled",
+            "type": body["type"],
+            "version": body["version"],
+            "condition": body["condition"],
+            "transport": {"method": "websocket", "session_id": session_id},
+            "created_at": _now(),
+            "cost": 0,
+        }
+        conn.subscriptions.append(sub)
+        self.subscriptions.append(sub)
+        return web.json_response(
+            {
+                "data": [sub],
+                "total": len(self.subscriptions),
+                "total_cost": 0,
+                "max_total_cost": 10,
+            },
+            status=202,
+        )
+
+    async def _chat_message(self, request: web.Request) -> web.Response:
+        token = self._bearer(request)
+        if token is None:
+            return web.json_response({"status": 401, "message": "Invalid OAuth token"}, status=401)
+        body = await request.json()
+        self.chat_posts.append(ChatPost(body=body, token=token))
+        if self.send_script:
+            status, answer, headers = self.send_script.popleft()
+            return web.json_response(answer, status=status, headers=headers)
+        sent = {"message_id": str(uuid.uuid4()), "is_sent": True, "drop_reason": None}
+        return web.json_response({"data": [sent]})
+
+    # -- EventSub websocket -------------------------------------------------------------
+
+    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        keepalive = int(request.query.get("keepalive_timeout_seconds", "10"))
+        conn = Conn(
+            session_id=f"fake-session-{next(self._ids)}",
+            ws=ws,
+            keepalive_s=keepalive,
+            transport=request.transport,
+        )
+        old_id = request.query.get("reconnect")
+        if old_id:
+            old = next(c for c in self.conns if c.session_id == old_id)
+            conn.reconnected_from = old_id
+            conn.subscriptions = [
+                {**s, "transport": {"method": "websocket", "session_id": conn.session_id}}
+                for s in old.subscriptions
+            ]
+        self.conns.append(conn)
+        session = {
+            "id": conn.session_id,
+            "status": "connected",
+            "connected_at": _now(),
+            "keepalive_timeout_seconds": keepalive,
+            "reconnect_url": None,
+            "recovery_url": None,
+        }
+        await self._send(conn, self._message("session_welcome", {"session": session}))
+        beat = asyncio.create_task(self._keepalives(conn))
+        try:
+            async for msg in ws:  # also answers the client's pings
+                if msg.type == web.WSMsgType.TEXT:
+                    conn.received.append(msg.data)
+        finally:
+            conn.closed = True
+            beat.cancel()
+        return ws
+
+    async def _keepalives(self, conn: Conn) -> None:
+        while not conn.closed:
+            await asyncio.sleep(self.keepalive_every_s)
+            try:
+                await self._send(conn, self._message("session_keepalive", {}))
+            except ConnectionError:
+                return
+
+
+def _fragment(kind: str, text: str, **extra: Any) -> dict[str, Any]:
+    return {"type": kind, "text": text, "cheermote": None, "emote": None, "mention": None, **extra}
+
+
+def _user_json(u: FakeUser) -> dict[str, Any]:
+    return {
+        "id": u.id,
+        "login": u.login,
+        "display_name": u.display_name or u.login,
+        "type": "",
+        "broadcaster_type": "",
+        "description": "",
+        "profile_image_url": "https://example.invalid/p.png",
+        "offline_image_url": "",
+        "view_count": 0,
+        "created_at": "2020-01-01T00:00:00Z",
+    }

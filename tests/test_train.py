@@ -1,0 +1,305 @@
+"""``chatling train``: LoRA SFT of the packaged model on pairs, with real trl/peft training.
+
+Everything is real: the packaged SmolLM2-135M-Instruct, trl's trainer on the
+CPU, pair parquet files written here, and the session's vLLM engine loading
+the trained adapter. Runs are a few steps on ~30 short pairs to keep the
+time modest on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from bot.errors import ConfigError, InputFileError
+from bot.settings import DEFAULT_MODEL_DIR
+from training.pairs import Pair
+
+SPEECH = [
+    "okay chat we are going left this time",
+    "that boss has way too much health",
+    "I think the shop is behind the waterfall",
+    "wait wait wait, did you see that",
+    "let me check the map real quick",
+    "we need three more feathers for the upgrade",
+]
+CHAT = [
+    "mossy: go left",
+    "pixelpanda: KEKW",
+    "tinytomato: the waterfall one is a trap",
+    "llamadrama42: LUL",
+    "honkfan: honk honk",
+    "quietviewer: first time here, love the vibes",
+]
+TARGETS = [
+    "go right instead",
+    "KEKW that was close",
+    "the shop is left of the bridge",
+    "LUL chat called it",
+    "honk for the goose army",
+    "check the map again",
+    "PogChamp",
+]
+
+
+def make_pairs(count: int, *, target: str | None = None, seed: int = 0) -> list[Pair]:
+    rng = random.Random(seed)
+    return [
+        Pair(
+            source="test",
+            offset=30.0 + i,
+            transcript=tuple(rng.sample(SPEECH, 2)),
+            chat=tuple(rng.sample(CHAT, 3)),
+            target=target or rng.choice(TARGETS),
+            user=f"viewer{i}",
+        )
+        for i in range(count)
+    ]
+
+
+def write_pairs(directory: Path, pairs: list[Pair], name: str = "train.parquet") -> Path:
+    import datasets
+
+    directory.mkdir(parents=True, exist_ok=True)
+    datasets.Dataset.from_list([p.to_row() for p in pairs]).to_parquet(str(directory / name))
+    return directory
+
+
+def tiny_preset(**overrides: Any) -> Any:
+    from training.presets import get_preset, with_overrides
+
+    defaults: dict[str, Any] = dict(steps=4, batch_size=4, max_length=384, save_steps=2)
+    return with_overrides(get_preset("cpu-tiny"), **{**defaults, **overrides})
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    if not (DEFAULT_MODEL_DIR / "config.json").exists():
+        pytest.fail("packaged models are not provisioned: run `make test` (or `make setup`)")
+    return AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR)
+
+
+@pytest.fixture(scope="module")
+def base_model() -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        DEFAULT_MODEL_DIR, dtype=torch.float32, attn_implementation="sdpa"
+    )
+    return model.eval()
+
+
+# --- tokenisation and labels -------------------------------------------------------------
+
+
+def test_labels_cover_only_the_message_and_end_of_turn(tokenizer: Any) -> None:
+    from bot.engine import VllmEngine
+    from training.collate import IGNORE_INDEX, encode_pair, label_text, prompt_builder
+    from training.pairs import render_prompt
+
+    builder = prompt_builder(tokenizer)
+    # render_chat only reads .tokenizer: the ids the live engine would send for this prompt.
+    live = SimpleNamespace(tokenizer=tokenizer)
+    for pair in make_pairs(5):
+        encoded = encode_pair(pair, builder, tokenizer)
+        assert label_text(tokenizer, encoded.labels) == pair.target + tokenizer.eos_token
+        prompt_len = encoded.labels.index(next(t for t in encoded.labels if t != IGNORE_INDEX))
+        assert all(t == IGNORE_INDEX for t in encoded.labels[:prompt_len])
+        assert encoded.labels[prompt_len:] == encoded.input_ids[prompt_len:]
+        system, user = render_prompt(pair, builder)
+        assert encoded.input_ids[:prompt_len] == VllmEngine.render_chat(live, system, user)  # type: ignore[arg-type]
+
+
+def test_packed_rows_collator_positions_and_labels(tokenizer: Any) -> None:
+    from training.collate import IGNORE_INDEX, PackedRowsCollator
+
+    rows = [
+        {"input_ids": [5, 6, 7, 8, 9], "labels": [-100, -100, 7, 8, 9], "seq_lengths": [3, 2]},
+        {"input_ids": [1, 2], "labels": [-100, 2], "seq_lengths": [2]},
+    ]
+    collator = PackedRowsCollator(pad_token_id=0)
+    batch = collator(rows)
+    assert "attention_mask" not in batch
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1], [0, 1, 0, 1, 2]]
+    # The first token of each example and all padding carry no loss.
+    assert batch["labels"].tolist() == [[-100, -100, 7, -100, 9], [-100, 2, -100, -100, -100]]
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9], [1, 2, 0, 0, 0]]
+    assert collator.real_tokens == 7
+    assert IGNORE_INDEX == -100
+
+
+@pytest.mark.parametrize("layout", ["rows", "flat"])
+def test_packed_examples_do_not_attend_to_each_other(
+    tokenizer: Any, base_model: Any, layout: str
+) -> None:
+    """Logits of packed examples equal those of each example run alone (SDPA on CPU)."""
+    import torch
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from training.collate import PackedRowsCollator, encode_pair, prompt_builder
+
+    builder = prompt_builder(tokenizer)
+    examples = [encode_pair(p, builder, tokenizer) for p in make_pairs(3, seed=1)]
+    lengths = [len(e.input_ids) for e in examples]
+    row = {
+        "input_ids": [t for e in examples for t in e.input_ids],
+        "labels": [t for e in examples for t in e.labels],
+        "seq_lengths": lengths,
+    }
+    if layout == "rows":
+        batch = PackedRowsCollator(pad_token_id=tokenizer.pad_token_id)([row])
+        inputs = {k: batch[k] for k in ("input_ids", "position_ids")}
+    else:
+        batch = DataCollatorForLanguageModeling(tokenizer.pad_token_id, padding_free=True)([row])
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        packed = base_model(**inputs).logits[0]
+        start = 0
+        for example, n in zip(examples, lengths, strict=True):
+            alone = base_model(input_ids=torch.tensor([example.input_ids])).logits[0]
+            assert torch.allclose(packed[start : start + n], alone, atol=1e-3), start
+            start += n
+        # Control: without positions that restart, the second example sees the first.
+        run_on = base_model(input_ids=batch["input_ids"]).logits[0]
+        second = slice(lengths[0], lengths[0] + lengths[1])
+        assert not torch.allclose(run_on[second], packed[second], atol=1e-3)
+
+
+# --- data files and presets --------------------------------------------------------------
+
+
+def test_pair_files_are_found_hashed_and_checked(tmp_path: Path) -> None:
+    import datasets
+
+    from training.collate import find_pair_files, load_pairs
+
+    data = write_pairs(tmp_path / "d", make_pairs(4))
+    write_pairs(data, make_pairs(2, seed=3), name="eval.parquet")
+    files = find_pair_files(data)
+    assert [p.name for p in files.files] == ["train.parquet"]
+    assert len(load_pairs(files)) == 4
+    again = find_pair_files(data)
+    assert again.sha256 == files.sha256
+    write_pairs(data, make_pairs(4, seed=9))
+    assert find_pair_files(data).sha256 != files.sha256
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    datasets.Dataset.from_list([{"text": "hi"}]).to_parquet(str(bad / "x.parquet"))
+    with pytest.raises(InputFileError, match=r"x\.parquet.*lacks the pair column"):
+        load_pairs(find_pair_files(bad))
+    with pytest.raises(ConfigError, match="no such training data"):
+        find_pair_files(tmp_path / "missing")
+
+
+def test_presets_refuse_what_vllm_cannot_serve() -> None:
+    from training.presets import PRESETS, get_preset, with_overrides
+
+    assert {"cpu-tiny", "gpu-24gb", "gpu-12gb"} <= set(PRESETS)
+    for preset in PRESETS.values():
+        preset.check()
+        assert preset.lora_r <= 16
+    assert PRESETS["gpu-12gb"].load_in_4bit and PRESETS["gpu-24gb"].gradient_checkpointing
+    with pytest.raises(ConfigError, match="rank 32"):
+        with_overrides(get_preset("cpu-tiny"), lora_r=32)
+    with pytest.raises(ConfigError, match="unknown training preset"):
+        get_preset("gpu-1tb")
+    assert with_overrides(get_preset("gpu-24gb"), steps=7).max_steps == 7
+    assert with_overrides(get_preset("cpu-tiny"), epochs=2.0).max_steps == -1
+
+
+def test_qlora_preset_needs_bitsandbytes_or_says_so() -> None:
+    from training.presets import get_preset
+    from training.train import load_base
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="needs bitsandbytes"):
+            load_base(get_preset("gpu-12gb"), str(DEFAULT_MODEL_DIR))
+    else:
+        pytest.skip("bitsandbytes is installed here: the error path cannot be shown")
+
+
+# --- training runs -----------------------------------------------------------------------
+
+
+def test_cpu_tiny_run_writes_adapter_and_resumes(tmp_path: Path) -> None:
+    from training.train import METADATA_FILE, TrainRequest, train
+
+    data = write_pairs(tmp_path / "pairs", make_pairs(30))
+    out = tmp_path / "adapter"
+    result = train(TrainRequest(data=data, out=out, preset=tiny_preset()))
+
+    assert result.global_step == 4
+    assert (out / "adapter_config.json").exists()
+    assert (out / "adapter_model.safetensors").exists()
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["r"] == 8 and set(config["target_modules"]) >= {"q_proj", "down_proj"}
+    meta = json.loads((out / METADATA_FILE).read_text())
+    assert [s for s, _ in meta["loss_curve"]] == [1, 2, 3, 4]
+    assert all(math.isfinite(loss) and loss > 0 for _, loss in meta["loss_curve"])
+    assert meta["preset"]["name"] == "cpu-tiny" and meta["preset"]["max_length"] == 384
+    assert len(meta["dataset"]["sha256"]) == 64 and meta["dataset"]["examples"] == 30
+    assert meta["base_model"] == str(DEFAULT_MODEL_DIR)
+    assert meta["code_version"].startswith("0.")
+    assert meta["tokens"]["seen"] > 0 and meta["time"]["train_seconds"] > 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "checkpoint-2",
+        "checkpoint-4",
+    ]
+
+    with pytest.raises(ConfigError, match="pass --resume"):
+        train(TrainRequest(data=data, out=out, preset=tiny_preset()))
+
+    resumed = train(TrainRequest(data=data, out=out, preset=tiny_preset(steps=6), resume=True))
+    assert resumed.resumed_from is not None and resumed.resumed_from.endswith("checkpoint-4")
+    assert resumed.global_step == 6
+    meta = json.loads((out / METADATA_FILE).read_text())
+    assert [s for s, _ in meta["loss_curve"]] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.fixture(scope="module")
+def memorised_adapter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """An adapter trained hard on one repeated message, so that it surely changes the output."""
+    from training.train import TrainRequest, train
+
+    target = "honk honk goose army assemble"
+    root = tmp_path_factory.mktemp("memorise")
+    data = write_pairs(root / "pairs", make_pairs(16, target=target, seed=5))
+    preset = tiny_preset(steps=10, batch_size=2, lr=3e-3, save_steps=100)
+    train(TrainRequest(data=data, out=root / "adapter", preset=preset))
+    return root / "adapter", target
+
+
+async def test_adapter_loads_in_vllm_and_changes_greedy_output(
+    engine: Any, memorised_adapter: tuple[Path, str]
+) -> None:
+    from bot.engine import SamplingOptions
+    from bot.prompt import PromptBuilder
+    from bot.settings import ReplySettings
+    from training.pairs import render_prompt
+
+    adapter, target = memorised_adapter
+    pair = make_pairs(1, seed=11)[0]
+    system, user = render_prompt(pair, PromptBuilder(ReplySettings(), engine.count_tokens))
+    prompt = engine.render_chat(system, user)
+    greedy = SamplingOptions(n=1, max_tokens=12, temperature=0.0, top_p=1.0, seed=0)
+    base = (await engine.generate(prompt, greedy)).texts[0]
+    try:
+        await engine.set_adapter(adapter)
+        tuned = (await engine.generate(prompt, greedy)).texts[0]
+    finally:
+        await engine.set_adapter(None)
+    assert tuned != base
+    assert tuned.strip().startswith(target)
+    assert (await engine.generate(prompt, greedy)).texts[0] == base

@@ -1,0 +1,439 @@
+"""Ranking evaluation on held-out stream time (docs/evaluation-protocol.md).
+
+A **test point** is a moment ``t`` just before a held-out message: its input is
+that message's context (transcript + recent chat, as the live bot saw it), its
+ground truth the distinct real messages posted in ``(t, t + window_s]``.
+Points are at least ``window_s`` apart so ground-truth windows never overlap.
+Each point gets ``n_candidates`` (100) candidates: its ground truths (at most
+``max_truth``, the first ones in time), the 20 most frequent training messages,
+the 20 training messages nearest by TF-IDF to the ground truth, and random
+training messages to fill, shuffled. A training message equal to a ground
+truth after normalisation (``bot.safety.dedupe_key``) is never a distractor,
+so only real ground truths are flagged as correct. The sets are frozen to a
+seeded JSON file and every system is scored on the same sets.
+
+``evaluate`` runs rankers (``training.rankers``) over the points and gives,
+per system, Recall@1/5/10, mean rank and MRR of the best-ranked ground truth
+(ties counted in expectation, see ``training.eval_metrics``) with 95%
+intervals from a bootstrap over points and a moving-block bootstrap, and the
+perplexity of the ground-truth messages for language models.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot.errors import InputFileError
+from bot.safety import dedupe_key
+from training import eval_metrics as em
+from training.pairs import Pair
+from training.rankers import CandidateScores, Ranker, TfIdf, TfIdfIndex
+
+log = logging.getLogger(__name__)
+
+FORMAT = "chatling-candidates/1"
+T_EPS = 1e-6
+"""A point's moment ``t`` is this much before its anchor message."""
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateConfig:
+    """How candidate sets are built (saved in the JSON file with them)."""
+
+    n_points: int = 500
+    seed: int = 0
+    n_candidates: int = 100
+    n_frequent: int = 20
+    n_similar: int = 20
+    window_s: float = 5.0
+    max_truth: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class TestPoint:
+    """A moment of held-out stream with its frozen candidates."""
+
+    __test__ = False  # not a pytest class
+
+    id: int
+    source: str
+    t: float
+    pair: Pair
+    """The input: context of the first message after ``t`` (its target is one ground truth)."""
+    candidates: tuple[str, ...]
+    truth: tuple[bool, ...]
+    origins: tuple[str, ...]
+    """``truth``, ``frequent``, ``similar`` or ``random``, per candidate."""
+    n_truth_window: int
+    """Distinct messages in the window before the ``max_truth`` cap."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "source": self.source,
+            "t": self.t,
+            "n_truth_window": self.n_truth_window,
+            "context": self.pair.to_row(),
+            "candidates": [
+                {"text": c, "truth": t, "origin": o}
+                for c, t, o in zip(self.candidates, self.truth, self.origins, strict=True)
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TestPoint:
+        cands = data["candidates"]
+        return cls(
+            id=int(data["id"]),
+            source=str(data["source"]),
+            t=float(data["t"]),
+            pair=Pair.from_row(data["context"]),
+            candidates=tuple(str(c["text"]) for c in cands),
+            truth=tuple(bool(c["truth"]) for c in cands),
+            origins=tuple(str(c["origin"]) for c in cands),
+            n_truth_window=int(data["n_truth_window"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateSets:
+    config: CandidateConfig
+    points: tuple[TestPoint, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "config": vars_of(self.config),
+            "points": [p.to_json() for p in self.points],
+        }
+
+    def write(self, path: Path) -> str:
+        """Write atomically; returns the file's sha256."""
+        text = json.dumps(self.to_json(), ensure_ascii=False, indent=1)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @classmethod
+    def load(cls, path: Path) -> tuple[CandidateSets, str]:
+        """Read and check a frozen candidate file; returns it and its sha256."""
+        try:
+            raw = path.read_bytes()
+            data = json.loads(raw)
+        except (OSError, ValueError) as exc:
+            raise InputFileError(path, None, f"cannot read the candidate sets ({exc})") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise InputFileError(path, None, f"not a {FORMAT} file: build one with chatling eval")
+        try:
+            config = CandidateConfig(**data["config"])
+            points = tuple(TestPoint.from_json(p) for p in data["points"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputFileError(path, None, f"malformed candidate sets ({exc})") from None
+        for p in points:
+            flags_ok = all(t == (o == "truth") for t, o in zip(p.truth, p.origins, strict=True))
+            if not any(p.truth) or not flags_ok:
+                raise InputFileError(path, f"point {p.id}", "ground-truth flags are inconsistent")
+        return cls(config, points), hashlib.sha256(raw).hexdigest()
+
+
+def vars_of(obj: Any) -> dict[str, Any]:
+    return {f: getattr(obj, f) for f in obj.__dataclass_fields__}
+
+
+# --- test points and candidates ----------------------------------------------------------
+
+
+def _by_source(pairs: Sequence[Pair]) -> dict[str, list[Pair]]:
+    groups: dict[str, list[Pair]] = {}
+    for p in pairs:
+        if dedupe_key(p.target):
+            groups.setdefault(p.source, []).append(p)
+    return {s: sorted(g, key=lambda p: p.offset) for s, g in sorted(groups.items())}
+
+
+def select_points(
+    test: Sequence[Pair], config: CandidateConfig
+) -> list[tuple[Pair, list[str], int]]:
+    """(anchor, distinct ground truths capped, distinct count) for sampled moments."""
+    anchors: list[tuple[Pair, list[Pair]]] = []
+    for pairs in _by_source(test).values():
+        last = -math.inf
+        for p in pairs:
+            if p.offset >= last + config.window_s:
+                anchors.append((p, pairs))
+                last = p.offset
+    rng = np.random.default_rng(config.seed)
+    chosen = sorted(rng.permutation(len(anchors))[: config.n_points])
+    out = []
+    for i in chosen:
+        anchor, pairs = anchors[i]
+        offsets = [p.offset for p in pairs]
+        t = anchor.offset - T_EPS
+        lo = bisect.bisect_right(offsets, t)
+        hi = bisect.bisect_right(offsets, t + config.window_s)
+        truths: dict[str, str] = {}
+        for p in pairs[lo:hi]:
+            truths.setdefault(dedupe_key(p.target), p.target.strip())
+        texts = list(truths.values())
+        out.append((anchor, texts[: config.max_truth], len(texts)))
+    return out
+
+
+@dataclass
+class CandidatePool:
+    """Distinct training messages (by normalised key), their counts and a TF-IDF index."""
+
+    texts: list[str]
+    keys: list[str]
+    counts: np.ndarray
+    index: TfIdfIndex = field(repr=False)
+
+    @classmethod
+    def from_messages(cls, messages: Sequence[str]) -> CandidatePool:
+        first: dict[str, str] = {}
+        counts: Counter[str] = Counter()
+        for m in messages:
+            key = dedupe_key(m)
+            if key:
+                first.setdefault(key, m.strip())
+                counts[key] += 1
+        keys = list(first)
+        texts = [first[k] for k in keys]
+        return cls(
+            texts, keys, np.asarray([counts[k] for k in keys]), TfIdfIndex(TfIdf(texts), texts)
+        )
+
+    def frequent_order(self) -> np.ndarray:
+        return np.argsort(-self.counts, kind="stable")
+
+
+def _take(
+    chosen: list[tuple[str, str]], taken: set[str], pool: CandidatePool,
+    order: Sequence[int], limit: int, origin: str, size: int,
+) -> None:  # fmt: skip
+    """Append up to ``limit`` pool messages in ``order`` that are not taken yet."""
+    added = 0
+    for j in order:
+        if added >= limit or len(chosen) >= size:
+            return
+        if pool.keys[j] not in taken:
+            taken.add(pool.keys[j])
+            chosen.append((pool.texts[j], origin))
+            added += 1
+
+
+def build_candidates(
+    test: Sequence[Pair], train: Sequence[Pair], config: CandidateConfig
+) -> CandidateSets:
+    """Seeded, reproducible candidate sets for test points (see the module docstring)."""
+    pool = CandidatePool.from_messages([p.target for p in train])
+    frequent = pool.frequent_order()
+    size = config.n_candidates
+    points = []
+    for idx, (anchor, truths, n_window) in enumerate(select_points(test, config)):
+        rng = np.random.default_rng([config.seed, idx])
+        chosen = [(t, "truth") for t in truths]
+        taken = {dedupe_key(t) for t in truths}
+        _take(chosen, taken, pool, frequent, config.n_frequent, "frequent", size)
+        sims = np.max([pool.index.similarities(t) for t in truths], axis=0)
+        nearest = [int(j) for j in np.argsort(-sims, kind="stable") if sims[j] > 0]
+        _take(chosen, taken, pool, nearest, config.n_similar, "similar", size)
+        if len(pool.texts) <= 20 * size:  # small pool: one pass over all of it
+            _take(chosen, taken, pool, rng.permutation(len(pool.texts)), size, "random", size)
+        while len(chosen) < size and len(pool.texts) > 20 * size:  # large: never runs dry
+            _take(chosen, taken, pool, rng.integers(0, len(pool.texts), 256), size, "random", size)
+        order = rng.permutation(len(chosen))
+        points.append(
+            TestPoint(
+                id=idx,
+                source=anchor.source,
+                t=anchor.offset - T_EPS,
+                pair=anchor,
+                candidates=tuple(chosen[i][0] for i in order),
+                truth=tuple(chosen[i][1] == "truth" for i in order),
+                origins=tuple(chosen[i][1] for i in order),
+                n_truth_window=n_window,
+            )
+        )
+    log.info("built candidate sets for %d test points", len(points))
+    return CandidateSets(config, tuple(points))
+
+
+# --- scoring and metrics --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    value: float
+    ci_points: tuple[float, float]
+    ci_blocks: tuple[float, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "value": self.value,
+            "ci95_points": list(self.ci_points),
+            "ci95_blocks": list(self.ci_blocks),
+        }
+
+
+@dataclass
+class SystemResult:
+    name: str
+    ranker: str
+    per_point: dict[str, np.ndarray]
+    estimates: dict[str, Estimate]
+    perplexity: Estimate | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ranker": self.ranker,
+            "metrics": {m: e.to_json() for m, e in self.estimates.items()},
+            "perplexity": self.perplexity.to_json() if self.perplexity else None,
+            "seconds": self.seconds,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapConfig:
+    n_boot: int = 1000
+    block_s: float = 60.0
+    seed: int = 0
+    ties: str = "expected"
+
+
+def _estimate(
+    stat: Any, n: int, times: Sequence[float], sources: Sequence[str], boot: BootstrapConfig
+) -> Estimate:
+    return Estimate(
+        float(stat(np.arange(n))),
+        em.interval(stat, em.point_resamples(n, boot.n_boot, boot.seed)),
+        em.interval(stat, em.block_resamples(times, sources, boot.block_s, boot.n_boot, boot.seed)),
+    )
+
+
+def summarise(
+    points: Sequence[TestPoint],
+    name: str,
+    ranker: str,
+    scores: Sequence[np.ndarray],
+    boot: BootstrapConfig,
+    logprob: Sequence[CandidateScores] | None = None,
+) -> SystemResult:
+    """Metrics with intervals for one system's scores (one array per point)."""
+    rows = [
+        em.point_metrics(s, np.asarray(p.truth), ties=boot.ties)
+        for p, s in zip(points, scores, strict=True)
+    ]
+    per_point = {m: np.asarray([r[m] for r in rows]) for m in em.METRICS}
+    times, sources = [p.t for p in points], [p.source for p in points]
+    n = len(points)
+    estimates = {
+        m: _estimate(lambda idx, v=v: v[idx].mean(), n, times, sources, boot)
+        for m, v in per_point.items()
+    }
+    perplexity = None
+    if logprob is not None:
+        lp = np.asarray(
+            [c.logprob[np.asarray(p.truth)].sum() for c, p in zip(logprob, points, strict=True)]
+        )
+        nt = np.asarray(
+            [c.n_tokens[np.asarray(p.truth)].sum() for c, p in zip(logprob, points, strict=True)]
+        )
+        perplexity = _estimate(
+            lambda idx: math.exp(-lp[idx].sum() / nt[idx].sum()), n, times, sources, boot
+        )
+    return SystemResult(name, ranker, per_point, estimates, perplexity)
+
+
+def evaluate(
+    points: Sequence[TestPoint],
+    rankers: Sequence[Ranker],
+    boot: BootstrapConfig = BootstrapConfig(),
+) -> dict[str, SystemResult]:
+    """Score every point with every ranker; one ``SystemResult`` per ranker variant."""
+    results: dict[str, SystemResult] = {}
+    for ranker in rankers:
+        start = time.perf_counter()
+        scored: list[CandidateScores] = []
+        for i, point in enumerate(points):
+            scored.append(ranker.score(point))
+            if (i + 1) % 50 == 0:
+                log.info("%s: %d/%d points", ranker.name, i + 1, len(points))
+        seconds = time.perf_counter() - start
+        has_lm = scored[0].logprob is not None if scored else False
+        for variant in scored[0].scores if scored else ():
+            name = f"{ranker.name} · {variant}" if variant else ranker.name
+            res = summarise(
+                points, name, ranker.name, [s.scores[variant] for s in scored], boot,
+                scored if has_lm else None,
+            )  # fmt: skip
+            res.seconds = seconds
+            results[name] = res
+        log.info("%s: %d points in %.1f s", ranker.name, len(points), seconds)
+    return results
+
+
+def random_expectation_mean(points: Sequence[TestPoint]) -> dict[str, float]:
+    """Analytic random baseline averaged over points (each with its own N and truths)."""
+    rows = [em.random_expectation(len(p.candidates), sum(p.truth)) for p in points]
+    return {m: float(np.mean([r[m] for r in rows])) for m in em.METRICS}
+
+
+def split_summary(train: Sequence[Pair], test: Sequence[Pair]) -> dict[str, Any]:
+    """How train and test were split, and how much of test is in train verbatim."""
+
+    def describe(pairs: Sequence[Pair]) -> dict[str, Any]:
+        spans: dict[str, list[float]] = {}
+        for p in pairs:
+            lo_hi = spans.setdefault(p.source, [p.offset, p.offset])
+            lo_hi[0], lo_hi[1] = min(lo_hi[0], p.offset), max(lo_hi[1], p.offset)
+        return {"pairs": len(pairs), "sources": spans}
+
+    tr, te = describe(train), describe(test)
+    shared = set(tr["sources"]) & set(te["sources"])
+    if not shared:
+        kind = "whole sources"
+    elif all(
+        tr["sources"][s][1] <= te["sources"][s][0] or te["sources"][s][1] <= tr["sources"][s][0]
+        for s in shared
+    ):
+        kind = "by time within sources"
+    else:
+        kind = "interleaved in time (not a clean split: expect optimistic numbers)"
+        log.warning("train and test interleave in time within %s", sorted(shared))
+    train_keys = {dedupe_key(p.target) for p in train}
+    test_keys = [dedupe_key(p.target) for p in test]
+    overlap = sum(k in train_keys for k in test_keys) / len(test_keys) if test_keys else 0.0
+    return {"kind": kind, "train": tr, "test": te, "test_messages_seen_in_train": overlap}
+
+
+__all__ = [
+    "BootstrapConfig",
+    "CandidateConfig",
+    "CandidatePool",
+    "CandidateSets",
+    "Estimate",
+    "SystemResult",
+    "TestPoint",
+    "build_candidates",
+    "evaluate",
+    "random_expectation_mean",
+    "select_points",
+    "split_summary",
+    "summarise",
+]

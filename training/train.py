@@ -1,0 +1,439 @@
+"""LoRA fine-tuning on (context -> chat message) pairs: the engine of ``chatling train``.
+
+    chatling train --data DIR --preset cpu-tiny --out data/adapters/v1 [--steps N] [--resume]
+
+Reads the pair parquet files in DIR, renders each pair into the live bot's
+exact prompt (``training.collate``), and trains a peft LoRA adapter with trl's
+``SFTTrainer``: loss on the chat message only, short examples packed
+padding-free without attending to each other, a checkpoint every
+``save_steps`` (``--resume`` continues from the last one). OUT then holds the
+adapter (``adapter_config.json`` + ``adapter_model.safetensors``, loadable by
+vLLM's ``LoRARequest`` and ``chatling replay --adapter OUT``) and
+``chatling_adapter.json``: preset and arguments, dataset hash, base model, code
+version, loss curve, time and token counts.
+
+Several GPUs: the same command under ``accelerate launch`` (DDP, or FSDP for a
+base that does not fit one card), see ``training/accelerate/``::
+
+    accelerate launch --config_file training/accelerate/ddp.yaml -m bot train --data DIR ...
+
+Nothing here assumes one device: the ``Trainer`` places the model, shards the
+batches and reduces the loss; only the main process writes OUT's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bot.errors import ConfigError, ModelError
+from bot.settings import PROJECT_ROOT, ReplySettings
+from training.collate import (
+    EncodeStats,
+    encode_pairs,
+    find_pair_files,
+    load_pairs,
+    pack_examples,
+    packed_collator,
+)
+from training.presets import Preset
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+    from trl import SFTTrainer
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "chatling_adapter.json"
+CHECKPOINTS_DIR = "checkpoints"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+@dataclass(frozen=True, slots=True)
+class TrainRequest:
+    """One training run. ``preset`` already carries the command line's overrides."""
+
+    data: Path
+    out: Path
+    preset: Preset
+    base: str | None = None
+    """Base model directory or Hugging Face id; ``None``: the preset's."""
+    resume: bool = False
+    attn_implementation: str = "sdpa"
+    args: Mapping[str, Any] | None = None
+    """The command line's ``vars(args)``, saved in the metadata (the request's fields if unset)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrainResult:
+    """What a finished run wrote and measured."""
+
+    adapter_dir: Path
+    metadata_path: Path
+    global_step: int
+    loss_curve: list[tuple[int, float]]
+    train_seconds: float
+    tokens_seen: int
+    encode: EncodeStats
+    resumed_from: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def _quantization_config(preset: Preset) -> Any:
+    """The 4-bit NF4 config of a QLoRA preset; a clear error without bitsandbytes or a GPU."""
+    import torch
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            f"preset {preset.name} loads the base in 4 bits and needs bitsandbytes: "
+            "`pip install bitsandbytes` on a machine with a CUDA GPU, or use --preset gpu-24gb"
+        ) from None
+    if not torch.cuda.is_available():
+        raise ConfigError(f"preset {preset.name} (4-bit QLoRA) needs a CUDA GPU; none is visible")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_use_double_quant=True,
+    )
+
+
+def load_base(
+    preset: Preset, base: str | None = None, *, attn_implementation: str = "sdpa"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The base model (in the preset's dtype, 4-bit for QLoRA) and its tokenizer."""
+    from accelerate import PartialState
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bot.engine import resolve_model
+
+    name = resolve_model(base or preset.base)
+    kwargs: dict[str, Any] = {
+        "dtype": _torch_dtype(preset.dtype),
+        "attn_implementation": attn_implementation,
+    }
+    if preset.load_in_4bit:
+        kwargs["quantization_config"] = _quantization_config(preset)
+        # Each process holds the whole (quantised) base on its own GPU.
+        kwargs["device_map"] = {"": PartialState().local_process_index}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load base model {name}: {exc}") from exc
+    if tokenizer.chat_template is None:
+        raise ModelError(f"{name} has no chat template: use an instruct/chat model as the base")
+    if preset.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=preset.gradient_checkpointing
+        )
+    # A KV cache during training would also disable transformers' packed-sequence masks.
+    model.config.use_cache = False
+    return model, tokenizer
+
+
+def lora_config(preset: Preset) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=preset.lora_r,
+        lora_alpha=preset.lora_alpha,
+        lora_dropout=preset.lora_dropout,
+        target_modules=list(preset.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def sft_config(preset: Preset, checkpoints: Path) -> Any:
+    """trl's ``SFTConfig`` for the preset: checkpoints, and length-grouped padded batches
+    when the preset does not pack (packing is done before, see ``build_trainer``)."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(checkpoints),
+        max_steps=preset.max_steps,
+        num_train_epochs=preset.epochs,
+        per_device_train_batch_size=preset.batch_size,
+        gradient_accumulation_steps=preset.grad_accum,
+        learning_rate=preset.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=preset.warmup_ratio,
+        logging_steps=preset.logging_steps,
+        save_strategy="steps",
+        save_steps=preset.save_steps,
+        save_total_limit=preset.save_total_limit,
+        gradient_checkpointing=preset.gradient_checkpointing,
+        bf16=preset.dtype == "bfloat16",
+        fp16=preset.dtype == "float16",
+        max_length=preset.max_length,
+        # Rows arrive packed (or not) from build_trainer; trl must not pack them again.
+        packing=False,
+        padding_free=False,
+        # Without packing: batches of similar lengths, padded to the longest of each.
+        train_sampling_strategy="random" if preset.packing else "group_by_length",
+        completion_only_loss=True,
+        # Packed rows have no attention mask: count all tokens (bfd leaves little padding).
+        include_num_input_tokens_seen="all" if preset.packing else "non_padding",
+        seed=preset.seed,
+        report_to="none",
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+        save_only_model=False,
+    )
+
+
+def build_trainer(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Dataset,
+    preset: Preset,
+    checkpoints: Path,
+    callbacks: Sequence[TrainerCallback] = (),
+    *,
+    peft: bool = True,
+) -> SFTTrainer:
+    """An ``SFTTrainer`` that adds the preset's LoRA to ``model`` and trains on ``dataset``
+    (``input_ids`` + ``labels`` from ``training.collate.encode_pairs``).
+
+    With ``preset.packing`` the examples are packed into rows of up to
+    ``max_length`` tokens first, and the collator keeps them apart
+    (``training.collate.packed_collator``); otherwise batches are padded to
+    their longest example, grouped by length.
+    """
+    from trl import SFTTrainer
+
+    collator = None
+    if preset.packing:
+        dataset = pack_examples(dataset, preset.max_length, preset.seed)
+        attn = str(getattr(model.config, "_attn_implementation", None) or "sdpa")
+        pad_id = tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = tokenizer.eos_token_id
+        collator = packed_collator(attn, pad_id)
+    return SFTTrainer(
+        model=model,
+        args=sft_config(preset, checkpoints),
+        data_collator=collator,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(preset) if peft else None,
+        callbacks=list(callbacks),
+    )
+
+
+def _log_callback() -> TrainerCallback:
+    """Log lines with the loss (the Trainer's progress bar shows the rest)."""
+    from transformers import TrainerCallback
+
+    class LogLines(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if state.is_world_process_zero and logs and "loss" in logs:
+                log.info(
+                    "step %d/%d  loss %.4f  lr %.2e  tokens %d",
+                    state.global_step,
+                    state.max_steps,
+                    logs["loss"],
+                    logs.get("learning_rate", 0.0),
+                    state.num_input_tokens_seen,
+                )
+
+    return LogLines()
+
+
+def code_version() -> str:
+    """``bot.__version__`` plus the git commit (``+dirty`` with local changes), if known."""
+    import bot
+
+    version = bot.__version__
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return f"{version}+g{commit}" + (".dirty" if dirty else "")
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Atomically: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def loss_curve(log_history: Sequence[Mapping[str, Any]]) -> list[tuple[int, float]]:
+    """(step, loss) of every logged training step, earlier sessions of a resumed run too."""
+    return [(int(e["step"]), float(e["loss"])) for e in log_history if "loss" in e and "step" in e]
+
+
+def _checkpoint_to_resume(checkpoints: Path, resume: bool) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if resume and last is None:
+        raise ConfigError(f"--resume: {checkpoints} holds no checkpoint; start without --resume")
+    if not resume and last is not None:
+        raise ConfigError(
+            f"{checkpoints} already holds checkpoints of an earlier run: pass --resume to "
+            "continue it, or choose another --out"
+        )
+    return last
+
+
+def _save_adapter(trainer: SFTTrainer, out: Path) -> None:
+    """The adapter files alone in ``out`` (``save_model`` gathers FSDP shards first)."""
+    staging = out / ".final"
+    trainer.save_model(str(staging))
+    if trainer.is_world_process_zero():
+        for name in ADAPTER_FILES:
+            if not (staging / name).exists():
+                raise ModelError(f"{staging}: the trainer wrote no {name}")
+            os.replace(staging / name, out / name)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def train(
+    request: TrainRequest,
+    *,
+    reply_settings: ReplySettings | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> TrainResult:
+    """Train, save the adapter and its metadata in ``request.out``; see the module docstring."""
+    preset = request.preset
+    preset.check()
+    out = request.out
+    checkpoints = out / CHECKPOINTS_DIR
+    resume_from = _checkpoint_to_resume(checkpoints, request.resume)
+    files = find_pair_files(request.data)
+    started_at = datetime.now(UTC)
+    model, tokenizer = load_base(
+        preset, request.base, attn_implementation=request.attn_implementation
+    )
+    pairs = load_pairs(files)
+    dataset, stats = encode_pairs(pairs, tokenizer, preset.max_length, settings=reply_settings)
+    log.info(
+        "%d examples from %d pairs (%d prompt + %d message tokens) in %s",
+        stats.examples,
+        stats.pairs,
+        stats.prompt_tokens,
+        stats.completion_tokens,
+        ", ".join(p.name for p in files.files),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    trainer = build_trainer(
+        model, tokenizer, dataset, preset, checkpoints, [_log_callback(), *callbacks]
+    )
+    clock = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=resume_from)
+    train_seconds = time.perf_counter() - clock
+    _save_adapter(trainer, out)
+    state = trainer.state
+    curve = loss_curve(state.log_history)
+    base = str(request.base or preset.base)
+    metadata = {
+        "format": 1,
+        "preset": asdict(preset),
+        "args": dict(request.args) if request.args is not None else _request_fields(request),
+        "base_model": base,
+        "base_model_resolved": str(model.config.name_or_path),
+        "dataset": {
+            "files": [str(p) for p in files.files],
+            "sha256": files.sha256,
+            **asdict(stats),
+        },
+        "code_version": code_version(),
+        "loss_curve": curve,
+        "final_loss": curve[-1][1] if curve else None,
+        "train_loss": float(output.training_loss),
+        "global_step": state.global_step,
+        "epochs": state.epoch,
+        "resumed_from": resume_from,
+        "time": {
+            "started_at": started_at.isoformat(timespec="seconds"),
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "train_seconds": round(train_seconds, 3),
+        },
+        "tokens": {
+            "seen": state.num_input_tokens_seen,
+            "dataset_prompt": stats.prompt_tokens,
+            "dataset_message": stats.completion_tokens,
+            "per_second": round(state.num_input_tokens_seen / max(train_seconds, 1e-9), 1),
+        },
+        "world_size": trainer.args.world_size,
+        "lora": {"r": preset.lora_r, "alpha": preset.lora_alpha, "targets": preset.target_modules},
+    }
+    metadata_path = out / METADATA_FILE
+    if trainer.is_world_process_zero():
+        _write_json(metadata_path, metadata)
+        log.info("adapter written to %s (step %d)", out, state.global_step)
+    return TrainResult(
+        adapter_dir=out,
+        metadata_path=metadata_path,
+        global_step=state.global_step,
+        loss_curve=curve,
+        train_seconds=train_seconds,
+        tokens_seen=state.num_input_tokens_seen,
+        encode=stats,
+        resumed_from=resume_from,
+    )
+
+
+def _request_fields(request: TrainRequest) -> dict[str, Any]:
+    return {
+        "data": str(request.data),
+        "out": str(request.out),
+        "preset": request.preset.name,
+        "base": request.base,
+        "resume": request.resume,
+        "attn_implementation": request.attn_implementation,
+    }
+
+
+__all__ = [
+    "METADATA_FILE",
+    "TrainRequest",
+    "TrainResult",
+    "build_trainer",
+    "code_version",
+    "load_base",
+    "lora_config",
+    "loss_curve",
+    "sft_config",
+    "train",
+]

@@ -97,6 +97,62 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bot.display import Display
+    from bot.live import run_live
+    from bot.settings import load_settings
+
+    settings = load_settings(args.env_file)
+    _setup_logging(settings.log_level, args.verbose)
+    result = asyncio.run(
+        run_live(settings, run_for_s=args.run_for, display=Display(show_chat=not args.no_chat))
+    )
+    st = result.stats
+    log.info(
+        "stopped: %d chat messages, %d utterances, %d replies posted, %d blocked, "
+        "%d rate-limited; log in %s (stream %d)",
+        st.chat_in,
+        st.utterances_in,
+        st.posted,
+        st.blocked,
+        st.rate_limited,
+        result.db_path,
+        result.stream_id,
+    )
+    return 0
+
+
+def _cmd_auth_twitch(args: argparse.Namespace) -> int:
+    from bot.settings import load_settings, resolve_path
+    from bot.twitch.auth import device_code_login
+
+    settings = load_settings(args.env_file)
+    _setup_logging(settings.log_level, False)
+    if not settings.twitch.client_id:
+        from bot.errors import ConfigError
+
+        raise ConfigError(
+            "set CHATLING_TWITCH__CLIENT_ID to your Twitch application's client id "
+            "(dev.twitch.tv/console), then run `chatling auth twitch` again"
+        )
+    token_file = resolve_path(settings.twitch.token_file)
+    asyncio.run(
+        device_code_login(
+            settings.twitch.client_id, token_file=token_file, channel=settings.twitch.channel
+        )
+    )
+    print(f"tokens saved to {token_file} (mode 0600)")
+    return 0
+
+
+def _cmd_audio_devices(args: argparse.Namespace) -> int:
+    from bot.sources.loopback import device_lines, list_devices
+
+    for line in device_lines(list_devices()):
+        print(line)
+    return 0
+
+
 def _cmd_config_check(args: argparse.Namespace) -> int:
     from bot.settings import load_settings, masked_settings
 
@@ -155,6 +211,40 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--quiet", action="store_true", help="print only the bot and the summary")
     rp.add_argument("-v", "--verbose", action="store_true", help="debug logging (vLLM too)")
     rp.set_defaults(func=_cmd_replay)
+
+    run = sub.add_parser(
+        "run",
+        help="chat live: Twitch chat, Discord /chat and loopback audio, as configured",
+        description="Runs the bot live with whichever of Twitch, Discord and loopback audio "
+        "are configured in .env (see .env.example). Ctrl-C stops it cleanly.",
+    )
+    run.add_argument(
+        "--run-for",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop after this many seconds (default: until Ctrl-C)",
+    )
+    run.add_argument("--no-chat", action="store_true", help="do not print viewers' chat lines")
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run.set_defaults(func=_cmd_run)
+
+    auth = sub.add_parser("auth", help="authorise accounts")
+    auth_sub = auth.add_subparsers(dest="auth_command", required=True)
+    tw = auth_sub.add_parser(
+        "twitch",
+        help="authorise the bot's Twitch account (device-code flow)",
+        description="Signs the bot account in with Twitch's device-code flow, asking for "
+        "user:read:chat user:write:chat user:bot, and saves the tokens to "
+        "twitch.token_file (mode 0600). It also tells you how the broadcaster grants "
+        "channel:bot or makes the bot a moderator.",
+    )
+    tw.set_defaults(func=_cmd_auth_twitch)
+
+    audio = sub.add_parser("audio", help="audio devices")
+    audio_sub = audio.add_subparsers(dest="audio_command", required=True)
+    dev = audio_sub.add_parser("devices", help="list devices whose output can be recorded")
+    dev.set_defaults(func=_cmd_audio_devices)
 
     cfg = sub.add_parser("config", help="inspect settings")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)

@@ -52,3 +52,7 @@ class StoreError(ChatlingError):
 
 class EngineError(ChatlingError):
     """The engine failed one generation (its process died or refused the request)."""
+
+
+class TwitchError(ChatlingError):
+    """Twitch refused us (bad/revoked token, missing permission, unknown channel)."""

@@ -65,7 +65,8 @@ class Reply:
 
     offset: float
     trigger: str
-    """Why the policy spoke: ``addressed``, ``burst`` or ``quiet``."""
+    """Why the bot spoke: ``addressed``, ``burst``, ``quiet`` (the reply policy) or
+    ``discord`` (a ``/chat`` command, ``bot/responder.py``)."""
     prompt: str
     candidates: list[Candidate] = field(default_factory=list)
     chosen: str | None = None

@@ -60,6 +60,16 @@ class TwitchSettings(_Group):
     """Accounts stored but never replied to (JSON list)."""
     command_prefix: str = "!chatling"
     """Prefix of the moderators' chat commands (pause, resume, status)."""
+    token_file: str = "data/twitch-tokens.json"
+    """Where `chatling auth twitch` saves the bot's tokens (mode 0600)."""
+    drop_backoff_s: float = 30.0
+    """Seconds to stop sending after Twitch drops or refuses a message."""
+    helix_url: str = ""
+    """Helix API base URL; empty: Twitch's own (set it for `twitch mock-api` or a test fake)."""
+    id_url: str = ""
+    """id.twitch.tv base URL (OAuth); empty: Twitch's own."""
+    eventsub_url: str = ""
+    """EventSub websocket URL; empty: Twitch's own."""
 
 
 class DiscordSettings(_Group):
@@ -76,6 +86,8 @@ class DiscordSettings(_Group):
 class AudioSettings(_Group):
     """Where stream audio comes from and how it is transcribed."""
 
+    enabled: bool = True
+    """Transcribe the stream audio from the loopback device in `chatling run`."""
     device: str | None = None
     """Loopback device to record (see `chatling audio devices`); unset: default output."""
     whisper_model: str = "data/models/whisper-base-ct2"

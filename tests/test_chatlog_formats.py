@@ -15,6 +15,7 @@ import gzip
 import json
 import random
 import tracemalloc
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,14 @@ def test_td_relative() -> None:
     ]
     assert messages[0].display_name == "FooBar"
     assert read_chat_log(DATA / "td-relative.txt", stream_start=START) == messages
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le"])
+def test_text_logs_in_other_encodings(tmp_path: Path, encoding: str) -> None:
+    """A BOM, or UTF-16 from a Windows shell redirect, reads like plain UTF-8."""
+    path = tmp_path / f"{encoding}.txt"
+    path.write_bytes((DATA / "td-relative.txt").read_text().encode(encoding))
+    assert read_chat_log(path) == read_chat_log(DATA / "td-relative.txt")
 
 
 def test_td_utc_needs_a_stream_start() -> None:
@@ -379,8 +388,9 @@ def test_chatterino_ambiguous_zone_needs_timezone(tmp_path: Path) -> None:
     error = error_for(path, stream_start=START)
     assert error.where == "line 1"
     assert "'CST' is ambiguous" in error.problem and "timezone" in error.problem
-    [message] = read_chat_log(path, stream_start=START, timezone="America/Chicago")
-    assert message.offset == 18 * 3600 + 5 - (22 * 3600 + 13 * 60 + 20)  # 18:00:05 UTC
+    six_pm_utc = 1_699_984_800.0  # 2023-11-14 18:00:00 UTC = 12:00 in Chicago (CST)
+    [message] = read_chat_log(path, stream_start=six_pm_utc, timezone="America/Chicago")
+    assert message.offset == 5.0
     assert inspect_chat_log(path).variant == "local time (zone 'CST' unknown: taken as UTC)"
 
 
@@ -486,11 +496,16 @@ def test_binary_file_with_explicit_text_format(tmp_path: Path, fmt: str) -> None
 
 
 def test_text_then_binary(tmp_path: Path) -> None:
+    """Bad bytes past the head are found by the line reader, which names the line."""
     path = tmp_path / "half.txt"
-    path.write_bytes(b"[0:00:01] a: hi\n[0:00:02] b: \xff\xfe\x00oops\n")
+    good = b"".join(b"[0:00:%02d] someone: hello there\n" % (i % 60) for i in range(3000))
+    assert len(good) > HEAD_BYTES
+    path.write_bytes(good + b"[0:00:02] b: \xff\xfe oops\n")
     error = error_for(path)
-    assert error.where == "line 2"
+    assert error.where == "line 3001"
     assert "UTF-8" in error.problem
+    path.write_bytes(good[:640] + b"[0:00:02] b: \xff\xfe oops\n")  # inside the head
+    assert "line 21" in error_for(path).problem
 
 
 def test_huge_single_line_is_refused_in_bounded_memory(tmp_path: Path) -> None:
@@ -555,8 +570,8 @@ def big_log(fmt: str, count: int) -> str:
     out = []
     for i in range(count):
         t = START + i * 0.1
-        s = int(t)
-        clock = f"{s % 86400 // 3600:02}:{s % 3600 // 60:02}:{s % 60:02}"
+        when = datetime.fromtimestamp(int(t), UTC)
+        clock = when.strftime("%H:%M:%S")
         text = f"message {i} Kappa"
         if fmt == "twitchdownloader-text":
             out.append(f"[{hms(i * 0.1)}] User_{i % 97}: {text}\n")
@@ -569,7 +584,7 @@ def big_log(fmt: str, count: int) -> str:
                 f"PRIVMSG #chan :{text}\n"
             )
         elif fmt == "justlog-text":
-            out.append(f"[2023-11-14 {clock}] #chan user_{i % 97}: {text}\n")
+            out.append(f"[{when:%Y-%m-%d} {clock}] #chan user_{i % 97}: {text}\n")
         elif fmt == "chatterino":
             if i == 0:
                 out.append("# Start logging at 2023-11-14 22:13:20 UTC\n")

@@ -162,14 +162,15 @@ def test_packed_examples_do_not_attend_to_each_other(
         batch = DataCollatorForLanguageModeling(tokenizer.pad_token_id, padding_free=True)([row])
         inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():
-        packed = base_model(**inputs).logits[0]
+        # As in training (trl passes use_cache=False): a KV cache would turn the packed masks off.
+        packed = base_model(**inputs, use_cache=False).logits[0]
         start = 0
         for example, n in zip(examples, lengths, strict=True):
             alone = base_model(input_ids=torch.tensor([example.input_ids])).logits[0]
             assert torch.allclose(packed[start : start + n], alone, atol=1e-3), start
             start += n
         # Control: without positions that restart, the second example sees the first.
-        run_on = base_model(input_ids=batch["input_ids"]).logits[0]
+        run_on = base_model(input_ids=batch["input_ids"], use_cache=False).logits[0]
         second = slice(lengths[0], lengths[0] + lengths[1])
         assert not torch.allclose(run_on[second], packed[second], atol=1e-3)
 

@@ -159,7 +159,8 @@ async def test_flood_of_1000_all_arrive_in_order_while_keepalives_are_read(
         flood = asyncio.create_task(fake.flood(1000, 10.0))
         await asyncio.sleep(22.0)  # the pipeline is busy; nobody drains the inbox
         await flood
-        assert inbox.full() and chat.backlog == 900  # read off the socket regardless
+        # read off the socket regardless: 100 in the inbox, 1 waiting to go in, 899 buffered
+        assert inbox.full() and chat.backlog == 899
         got = [await next_message(inbox) for _ in range(1000)]
     assert [m.text for m in got] == [f"flood {i}" for i in range(1000)]
     assert len(fake.conns) == 1, "the client reconnected: it missed keepalives"
@@ -169,7 +170,7 @@ async def test_flood_of_1000_all_arrive_in_order_while_keepalives_are_read(
 # -- 3. reconnects --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("how", ["close_frame", "tcp_abort"])
+@pytest.mark.parametrize("how", ["close_frame", "tcp_abort", "unused_4003"])
 async def test_dropped_socket_reconnects_and_resubscribes(
     fake: FakeTwitch, settings: TwitchSettings, tmp_path: Path, how: str
 ) -> None:
@@ -179,6 +180,8 @@ async def test_dropped_socket_reconnects_and_resubscribes(
         assert (await next_message(inbox)).text == "before the drop"
         if how == "close_frame":
             await fake.close_sockets(code=4000)
+        elif how == "unused_4003":  # twitchio gives such a socket up; the supervisor steps in
+            await fake.close_sockets(code=4003)
         else:
             await fake.abort_sockets()
         await until(lambda: len(fake.subscriptions) == 2, "a second subscription")
@@ -187,6 +190,20 @@ async def test_dropped_socket_reconnects_and_resubscribes(
         await fake.send_chat("after the drop")
         assert (await next_message(inbox)).text == "after the drop"
         assert all(not c.received for c in fake.conns), "the client sent text to Twitch"
+
+
+@pytest.mark.slow
+async def test_silent_socket_is_replaced_after_the_keepalive_timeout(
+    fake: FakeTwitch, settings: TwitchSettings, tmp_path: Path
+) -> None:
+    """No keepalive for 10 + 5 s (twitchio checks every 10 s): reconnect and resubscribe."""
+    inbox: asyncio.Queue[ChatMessage] = asyncio.Queue(maxsize=100)
+    async with TwitchChat(settings, inbox, time.time(), token_file=tmp_path / "t.json"):
+        await fake.silence_sockets()
+        await until(lambda: len(fake.subscriptions) == 2, "a resubscription", within_s=40)
+        assert fake.conns[0].closed
+        await fake.send_chat("after the silence")
+        assert (await next_message(inbox)).text == "after the silence"
 
 
 async def test_session_reconnect_hands_over_without_losing_messages(
@@ -354,6 +371,25 @@ async def test_moderator_commands_only_for_mods_and_broadcaster(
         await fake.send_chat("!chatling pause", chatter=fake.bot.login, badges=["moderator"])
         await next_message(inbox)  # the bot's own message never runs a command
     assert control.calls == ["pause", "status", "resume"]
+
+
+async def test_inbox_attached_later_gets_what_was_held_in_order(
+    fake: FakeTwitch, settings: TwitchSettings, tmp_path: Path
+) -> None:
+    """`chatling run` builds the pipeline (and its inbox) after the sink exists."""
+    async with TwitchChat(settings, None, time.time(), token_file=tmp_path / "t.json") as chat:
+        for i in range(3):
+            await fake.send_chat(f"early {i}")
+        await until(lambda: chat.backlog == 3, "three held messages")
+        inbox: asyncio.Queue[ChatMessage] = asyncio.Queue(maxsize=2)
+        control = RecordingControl()
+        chat.attach(inbox, control=control)
+        await fake.send_chat("later")
+        texts = [(await next_message(inbox)).text for _ in range(4)]
+        assert texts == ["early 0", "early 1", "early 2", "later"]
+        await fake.send_chat("!chatling status", chatter="mod1", badges=["moderator"])
+        await next_message(inbox)
+        await until(lambda: control.calls == ["status"], "the attached control to be used")
 
 
 def test_parse_command() -> None:

@@ -31,7 +31,7 @@ from typing import Any
 from bot.errors import AudioError, ChatlingError, StoreError
 from bot.events import ChatMessage
 from training.align import AlignOptions, Segment
-from training.filters import FilterOptions, FilterReport, make_pairs
+from training.filters import FilterOptions, FilterReport, Removed, make_pairs
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _drops(report: FilterReport) -> str:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from bot.chatlog import read_chat_log
+    from bot.chatlog import read_chat_log_full
     from bot.settings import load_settings
     from training.dataset import SourceInfo, read_manifest, source_name, write_source
     from training.vod import VodOptions, file_sha256, read_transcript_file, transcribe_vod
@@ -109,7 +109,11 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     read_manifest(out)  # a bad --out fails now, not after transcribing
     align_options = _align_options(args)
     stream_start = parse_time(args.stream_start, "--stream-start") if args.stream_start else None
-    messages = read_chat_log(Path(args.chat), format=args.format, stream_start=stream_start)
+    chat_log = read_chat_log_full(
+        Path(args.chat), args.format, stream_start, timezone=args.timezone
+    )
+    messages = chat_log.messages
+    removed = Removed.from_moderation(messages, chat_log.moderation)
     vod = Path(args.vod) if args.vod else None
     if vod is not None and not vod.is_file():
         raise AudioError(vod, None, "no such audio or video file; check the path")
@@ -128,7 +132,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         segments, sha = transcript.segments, transcript.sha256
         cached_note = "from cache" if transcript.cached else "transcribed now"
     name = args.source or source_name(out, (vod or Path(args.transcript)).stem, sha)
-    pairs, report = make_pairs(messages, segments, name, align_options, filters)
+    pairs, report = make_pairs(messages, segments, name, align_options, filters, removed)
     inputs = {"chat": str(Path(args.chat).resolve())}
     if vod:
         inputs["vod"] = str(vod.resolve())
@@ -306,9 +310,11 @@ def _cmd_from_db(args: argparse.Namespace) -> int:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from bot.chatlog.inspect_cmd import inspect_lines
 
-    for line in inspect_lines(Path(args.file)):
+    stream_start = parse_time(args.stream_start, "--stream-start") if args.stream_start else None
+    lines = inspect_lines(Path(args.file), args.format, stream_start, timezone=args.timezone)
+    for line in lines:
         print(line)
-    return 0
+    return 1 if lines and lines[-1].startswith("error:") else 0
 
 
 # --------------------------------------------------------------------------- parser
@@ -374,6 +380,9 @@ def add_data_commands(subparsers: Any) -> None:
         metavar="ISO|UNIX",
         help="stream start, for chat logs with wall-clock times",
     )
+    ingest.add_argument(
+        "--timezone", default=None, help="time zone of local-time logs (Chatterino)"
+    )
     ingest.add_argument("--out", required=True, help="dataset directory (created if new)")
     ingest.add_argument("--source", default=None, help="source name (default: the VOD's name)")
     ingest.add_argument(
@@ -407,6 +416,9 @@ def add_data_commands(subparsers: Any) -> None:
 
     inspect = sub.add_parser("inspect", help="summarise a chat log (format, counts, times)")
     inspect.add_argument("file", help="chat log file")
+    inspect.add_argument("--format", default="auto", choices=("auto", *FORMATS))
+    inspect.add_argument("--stream-start", default=None, metavar="ISO|UNIX")
+    inspect.add_argument("--timezone", default=None, help="time zone of local-time logs")
     inspect.set_defaults(func=_cmd_inspect)
 
 

@@ -86,6 +86,36 @@ def features() -> Any:
     )
 
 
+_STRING = {"dtype": "string", "_type": "Value"}
+_HF_FEATURES = {
+    "source": _STRING,
+    "offset": {"dtype": "float64", "_type": "Value"},
+    "transcript": {"feature": _STRING, "_type": "List"},
+    "chat": {"feature": _STRING, "_type": "List"},
+    "target": _STRING,
+    "user": _STRING,
+}
+
+
+def arrow_schema() -> Any:
+    """``features().arrow_schema`` built with pyarrow alone: writing a source then needs no
+    ``import datasets`` (two seconds of start-up). A test keeps the two equal."""
+    import pyarrow as pa
+
+    text = pa.string()
+    return pa.schema(
+        [
+            ("source", text),
+            ("offset", pa.float64()),
+            ("transcript", pa.list_(text)),
+            ("chat", pa.list_(text)),
+            ("target", text),
+            ("user", text),
+        ],
+        metadata={"huggingface": json.dumps({"info": {"features": _HF_FEATURES}})},
+    )
+
+
 def slug(name: str) -> str:
     """A file name for a source name (letters, digits, ``.-_``)."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")
@@ -170,8 +200,8 @@ def write_source(out_dir: str | Path, pairs: Sequence[Pair], info: SourceInfo) -
     listed, with its filter counts, but has no file: empty parquet files trip
     ``datasets.load_dataset``).
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
-    from datasets import Dataset
 
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
@@ -191,10 +221,11 @@ def write_source(out_dir: str | Path, pairs: Sequence[Pair], info: SourceInfo) -
         n += 1
         file = f"{DATA_DIR}/{slug(info.name)}-{n}.parquet"
     if pairs:
-        dataset = Dataset.from_list([p.to_row() for p in pairs], features=features())
-        # The Arrow table carries the features as schema metadata, so load_dataset("parquet")
-        # reads the same types back; pyarrow writes it without datasets' progress bar.
-        table = dataset.data.table
+        # Straight to Arrow (``Dataset.from_list`` encodes row by row: 10x slower). The
+        # schema carries the features as metadata, so load_dataset("parquet") reads the
+        # same types back.
+        columns = {c: [getattr(p, c) for p in pairs] for c in COLUMNS}
+        table = pa.Table.from_pydict(columns, schema=arrow_schema())
         _atomic_write(out_dir / file, lambda tmp: pq.write_table(table, tmp))
     else:
         file = None

@@ -3,8 +3,11 @@
     chatling eval --data DIR [--adapter DIR] [--base MODEL] --report DIR [--points N] [--seed S]
                   [--candidates FILE] [--generated FILE] [--trainer-log FILE] [--no-model]
 
-DIR holds the pair files (``train*`` and ``test*``/``eval*``/``val*``/``dev*``,
-``.parquet`` or ``.jsonl``). The candidate sets are built from them with the
+DIR is a pairs dataset (``chatling data ingest --out DIR``), split with
+``--split time|source`` and ``--test-fraction`` exactly as
+``training.dataset.split_pairs`` does, or a directory of already split files
+(``train*`` and ``test*``/``eval*``/``val*``/``dev*``, ``.parquet`` or
+``.jsonl``). The candidate sets are built from them with the
 seed and frozen to ``REPORT/candidates.json``, or read from ``--candidates``
 so that every model is scored on the same sets. Systems: the random
 expectation, frequency, TF-IDF to recent chat and to transcript, the base
@@ -38,7 +41,7 @@ from training.evaluate import (
     split_summary,
     vars_of,
 )
-from training.pairs import Pair
+from training.pairs import Pair, pairs_from_rows
 
 log = logging.getLogger(__name__)
 
@@ -79,21 +82,38 @@ def read_pairs(path: Path) -> list[Pair]:
         raise InputFileError(path, None, f"rows are not pairs (missing {exc})") from None
 
 
-def load_split(data: Path) -> tuple[list[Pair], list[Pair]]:
-    """(train, test) pairs from the files of ``data``, split by file-name prefix."""
+def load_split(
+    data: Path, by: str = "time", test_fraction: float = 0.1
+) -> tuple[list[Pair], list[Pair]]:
+    """(train, test) pairs of ``data``.
+
+    A pairs dataset (``manifest.json``, written by ``chatling data ingest``) is
+    split with ``training.dataset.split_pairs`` (by time or by whole source;
+    train loses copies of test targets). A directory of already split files is
+    read by file-name prefix: ``train*`` and ``test*``/``eval*``/``val*``/``dev*``.
+    """
     if not data.is_dir():
         raise InputFileError(data, None, "no such directory: pass --data DIR with the pair files")
-    files = sorted(p for p in data.rglob("*") if p.suffix in (".parquet", ".jsonl"))
-    train_files = [p for p in files if p.name.startswith(TRAIN_PREFIXES)]
-    test_files = [p for p in files if p.name.startswith(TEST_PREFIXES)]
-    if not train_files or not test_files:
-        raise InputFileError(
-            data, None,
-            "needs train*.parquet and held-out test*/eval*.parquet pair files "
-            f"(found {len(train_files)} train, {len(test_files)} held-out)",
-        )  # fmt: skip
-    train = [p for f in train_files for p in read_pairs(f)]
-    test = [p for f in test_files for p in read_pairs(f)]
+    if (data / "manifest.json").exists():
+        from training.dataset import load_pairs, split_pairs
+
+        split = split_pairs(load_pairs(data), by=by, test_fraction=test_fraction)  # type: ignore
+        train, test = pairs_from_rows(list(split["train"])), pairs_from_rows(list(split["test"]))
+    else:
+        files = sorted(p for p in data.rglob("*") if p.suffix in (".parquet", ".jsonl"))
+        train_files = [p for p in files if p.name.startswith(TRAIN_PREFIXES)]
+        test_files = [p for p in files if p.name.startswith(TEST_PREFIXES)]
+        if not train_files or not test_files:
+            raise InputFileError(
+                data, None,
+                "is neither a pairs dataset (manifest.json) nor holds train*/test* pair files "
+                f"(found {len(train_files)} train, {len(test_files)} held-out)",
+            )  # fmt: skip
+        train = [p for f in train_files for p in read_pairs(f)]
+        test = [p for f in test_files for p in read_pairs(f)]
+    if not train or not test:
+        left = f"the split left {len(train)} train and {len(test)} test pairs"
+        raise InputFileError(data, None, f"{left}: pass more data or another --test-fraction")
     log.info("loaded %d train and %d test pairs from %s", len(train), len(test), data)
     return train, test
 
@@ -162,7 +182,12 @@ def _candidates(
         if source.resolve() != target.resolve():
             shutil.copyfile(source, target)
         return sets, digest
-    config = CandidateConfig(n_points=args.points, seed=args.seed)
+    config = CandidateConfig(
+        n_points=args.points,
+        seed=args.seed,
+        n_candidates=args.n_candidates,
+        max_truth=args.max_truth,
+    )
     sets = build_candidates(test, train, config)
     return sets, sets.write(target)
 
@@ -182,7 +207,7 @@ def run_eval(args: argparse.Namespace) -> int:
         )
     report = Path(args.report)
     report.mkdir(parents=True, exist_ok=True)
-    train, test = load_split(Path(args.data))
+    train, test = load_split(Path(args.data), args.split, args.test_fraction)
     sets, digest = _candidates(args, report, train, test)
     points = sets.points
     train_messages = [p.target for p in train]
@@ -270,6 +295,10 @@ def add_eval_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     ep.add_argument("--points", type=int, default=500, help="test points (default 500)")
     ep.add_argument("--seed", type=int, default=0, help="seed of points, candidates, bootstrap")
+    ep.add_argument("--split", choices=("time", "source"), default="time", help="how to hold out")
+    ep.add_argument("--test-fraction", type=float, default=0.1, help="held-out share (0.1)")
+    ep.add_argument("--n-candidates", type=int, default=100, help="candidates per point (100)")
+    ep.add_argument("--max-truth", type=int, default=5, help="ground truths kept per point (5)")
     ep.add_argument("--candidates", default=None, help="reuse frozen candidate sets (JSON)")
     ep.add_argument("--generated", default=None, help="generated messages (.txt lines or .jsonl)")
     ep.add_argument(

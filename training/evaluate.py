@@ -5,7 +5,8 @@ that message's context (transcript + recent chat, as the live bot saw it), its
 ground truth the distinct real messages posted in ``(t, t + window_s]``.
 Points are at least ``window_s`` apart so ground-truth windows never overlap.
 Each point gets ``n_candidates`` (100) candidates: its ground truths (at most
-``max_truth``, the first ones in time), the 20 most frequent training messages,
+``max_truth`` = 5, the first ones in time: busy chat posts 20 in 5 s, and the
+protocol's reference numbers assume about 5 among 100), the 20 most frequent training messages,
 the 20 training messages nearest by TF-IDF to the ground truth, and random
 training messages to fill, shuffled. A training message equal to a ground
 truth after normalisation (``bot.safety.dedupe_key``) is never a distractor,
@@ -59,7 +60,7 @@ class CandidateConfig:
     n_frequent: int = 20
     n_similar: int = 20
     window_s: float = 5.0
-    max_truth: int = 10
+    max_truth: int = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,10 +166,8 @@ def _by_source(pairs: Sequence[Pair]) -> dict[str, list[Pair]]:
     return {s: sorted(g, key=lambda p: p.offset) for s, g in sorted(groups.items())}
 
 
-def select_points(
-    test: Sequence[Pair], config: CandidateConfig
-) -> list[tuple[Pair, list[str], int]]:
-    """(anchor, distinct ground truths capped, distinct count) for sampled moments."""
+def select_points(test: Sequence[Pair], config: CandidateConfig) -> list[tuple[Pair, list[str]]]:
+    """(anchor, the distinct messages of its window in time order) for sampled moments."""
     anchors: list[tuple[Pair, list[Pair]]] = []
     for pairs in _by_source(test).values():
         last = -math.inf
@@ -188,8 +187,7 @@ def select_points(
         truths: dict[str, str] = {}
         for p in pairs[lo:hi]:
             truths.setdefault(dedupe_key(p.target), p.target.strip())
-        texts = list(truths.values())
-        out.append((anchor, texts[: config.max_truth], len(texts)))
+        out.append((anchor, list(truths.values())))
     return out
 
 
@@ -244,10 +242,12 @@ def build_candidates(
     frequent = pool.frequent_order()
     size = config.n_candidates
     points = []
-    for idx, (anchor, truths, n_window) in enumerate(select_points(test, config)):
+    for idx, (anchor, window) in enumerate(select_points(test, config)):
         rng = np.random.default_rng([config.seed, idx])
+        truths = window[: config.max_truth]
         chosen = [(t, "truth") for t in truths]
-        taken = {dedupe_key(t) for t in truths}
+        # Messages of the window beyond the cap are neither truths nor distractors.
+        taken = {dedupe_key(t) for t in window}
         _take(chosen, taken, pool, frequent, config.n_frequent, "frequent", size)
         sims = np.max([pool.index.similarities(t) for t in truths], axis=0)
         nearest = [int(j) for j in np.argsort(-sims, kind="stable") if sims[j] > 0]
@@ -266,7 +266,7 @@ def build_candidates(
                 candidates=tuple(chosen[i][0] for i in order),
                 truth=tuple(chosen[i][1] == "truth" for i in order),
                 origins=tuple(chosen[i][1] for i in order),
-                n_truth_window=n_window,
+                n_truth_window=len(window),
             )
         )
     log.info("built candidate sets for %d test points", len(points))

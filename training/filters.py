@@ -9,7 +9,8 @@ and counts it:
 - ``bots``: known bot accounts (Nightbot...), this bot's own name and login,
   messages flagged ``is_bot`` by the reader or the store;
 - ``removed``: deleted messages and those of timed-out or banned users, where
-  the log says so (``Removed``: message ids or ``(user, offset)`` keys);
+  the log says so (``Removed``: message ids or ``(user, offset)`` keys;
+  ``Removed.from_moderation`` applies ``bot.chatlog.moderation``'s rule);
 - ``commands``: ``!command`` messages (what chat types to a bot, not to chat);
 - ``links``: URLs and (spelled-out) domains, as ``bot.safety`` sees them;
 - ``blocked_terms``: a term of the safety block list (``bot.safety.SafetyFilter``);
@@ -32,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from bot.chatlog.moderation import ModerationEvent, drop_moderated
 from bot.events import ChatMessage
 from bot.safety import SafetyFilter, contains_link
 from bot.settings import PROJECT_ROOT, Settings
@@ -83,6 +85,22 @@ class Removed:
     @classmethod
     def of(cls, ids: Iterable[str] = (), keys: Iterable[tuple[str, float]] = ()) -> Removed:
         return cls(frozenset(ids), frozenset((u.casefold(), round(t, 3)) for u, t in keys))
+
+    @classmethod
+    def from_moderation(
+        cls, messages: Sequence[ChatMessage], moderation: Iterable[ModerationEvent]
+    ) -> Removed:
+        """The messages the log's moderation actions removed (``bot.chatlog`` decides which:
+        deletions by id, every message of a timed-out or banned user up to the action)."""
+        kept = {id(m) for m in drop_moderated(messages, moderation)}
+        gone = [m for m in messages if id(m) not in kept]
+        return cls.of(
+            ids=[m.message_id for m in gone if m.message_id is not None],
+            keys=[(m.user, m.offset) for m in gone],
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids) + len(self.keys)
 
     def __contains__(self, message: object) -> bool:
         if not isinstance(message, ChatMessage):
@@ -142,8 +160,17 @@ class Selection:
     report: FilterReport
 
 
-def reason(message: ChatMessage, options: FilterOptions, removed: Removed) -> str | None:
-    """The first rule that drops ``message`` as a target (copypasta aside), or None."""
+def reason(
+    message: ChatMessage,
+    options: FilterOptions,
+    removed: Removed,
+    seen: dict[str, str | None] | None = None,
+) -> str | None:
+    """The first rule that drops ``message`` as a target (copypasta aside), or None.
+
+    ``seen`` memoises the text rules (commands, links, blocked terms) by text:
+    chat repeats itself, and the block list check is the costly one.
+    """
     text = message.text.strip()
     if not text:
         return "empty"
@@ -151,6 +178,14 @@ def reason(message: ChatMessage, options: FilterOptions, removed: Removed) -> st
         return "bots"
     if message in removed:
         return "removed"
+    if seen is None:
+        return _text_reason(text, options)
+    if text not in seen:
+        seen[text] = _text_reason(text, options)
+    return seen[text]
+
+
+def _text_reason(text: str, options: FilterOptions) -> str | None:
     if options.drop_commands and _COMMAND.match(text):
         return "commands"
     if options.drop_links and contains_link(text):
@@ -175,8 +210,9 @@ def select(
     targets: list[ChatMessage] = []
     context: list[ChatMessage] = []
     copies = _Copies(options.copypasta_max, options.copypasta_window_s)
+    seen: dict[str, str | None] = {}
     for message in ordered:
-        why = reason(message, options, removed)
+        why = reason(message, options, removed, seen)
         if why is None and copies.flood(message):
             why = "copypasta"
         if why not in _NOT_CONTEXT:

@@ -88,7 +88,7 @@ def plot_metrics(systems: dict[str, Any], path: Path) -> None:
     ax.set_xticks(range(len(PLOT_METRICS)), [HEADERS[m] for m in PLOT_METRICS])
     ax.set_ylim(0, 1)
     ax.set_ylabel("score (95% moving-block bootstrap CI)")
-    ax.legend(fontsize=7, loc="upper left", ncols=2)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncols=3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -167,6 +167,12 @@ def lora_config(preset: Preset) -> Any:
     )
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def sft_config(preset: Preset, checkpoints: Path) -> Any:
     """trl's ``SFTConfig`` for the preset: checkpoints, and length-grouped padded batches
     when the preset does not pack (packing is done before, see ``build_trainer``)."""
@@ -200,6 +206,7 @@ def sft_config(preset: Preset, checkpoints: Path) -> Any:
         seed=preset.seed,
         report_to="none",
         dataloader_num_workers=0,
+        dataloader_pin_memory=_cuda_available(),
         ddp_find_unused_parameters=False,
         save_only_model=False,
     )

@@ -59,8 +59,8 @@ class VodOptions:
     """Audio decoded and transcribed at a time (memory: 64 KB a second)."""
 
     def __post_init__(self) -> None:
-        if self.piece_s < 30 or self.batch_size < 0 or self.beam_size < 1:
-            raise ConfigError("VodOptions: need piece_s >= 30, batch_size >= 0, beam_size >= 1")
+        if self.piece_s < 20 or self.batch_size < 0 or self.beam_size < 1:
+            raise ConfigError("VodOptions: need piece_s >= 20, batch_size >= 0, beam_size >= 1")
 
     @classmethod
     def from_settings(cls, settings: AudioSettings, **overrides: Any) -> VodOptions:
@@ -120,14 +120,13 @@ def _progress(total: float, desc: str, enabled: bool) -> Any:
     from tqdm import tqdm
 
     return tqdm(
-        total=round(total, 1) or None,
+        total=math.ceil(total) or None,
         desc=desc,
         unit="s",
         unit_scale=False,
         file=sys.stderr,
         disable=not enabled,
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s "
-        "[{elapsed}<{remaining}]",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n}/{total} s [{elapsed}<{remaining}]",
     )
 
 
@@ -163,9 +162,9 @@ def transcribe_vod(
     with _progress(duration, f"transcribing {path.name}", progress) as bar:
         for seg in _transcribe_pieces(model, path, options):
             segments.append(seg)
-            bar.update(max(0.0, min(seg.end, duration or seg.end) - bar.n))
-        if duration:
-            bar.update(max(0.0, duration - bar.n))
+            # Whole seconds, never past the total (tqdm warns when a bar overflows).
+            bar.update(max(0, min(math.floor(seg.end), bar.total or 2**62) - bar.n))
+        bar.update(max(0, (bar.total or bar.n) - bar.n))
     write_cache(cache_file, segments, sha, options, duration)
     log.info("transcribed %s: %d segments, cached in %s", path, len(segments), cache_file)
     return Transcript(segments, sha, False, cache_file, duration)

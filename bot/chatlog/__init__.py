@@ -32,18 +32,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.chatlog.base import (
-    ChatLog,
-    ChatLogReader,
-    Clock,
-    Registry,
-    read_head,
-    read_log,
-)
+from bot.chatlog.base import ChatLogReader, Registry, read_head
 from bot.chatlog.chat_downloader import ChatDownloaderReader
 from bot.chatlog.chatterino import ChatterinoReader
 from bot.chatlog.justlog import JustlogIrcReader, JustlogJsonReader, JustlogTextReader
 from bot.chatlog.moderation import ModerationEvent, drop_moderated
+from bot.chatlog.result import ChatLog, Clock, read_log
 from bot.chatlog.twitchdownloader import TwitchDownloaderJsonReader
 from bot.chatlog.twitchdownloader_text import TwitchDownloaderTextReader
 from bot.chatlog.v5 import TwitchV5Reader

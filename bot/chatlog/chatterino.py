@@ -6,10 +6,13 @@ time, then ``# Stop logging at ...``. Two spaces before the login is the
 usual form (an empty localized name and its space); one space is accepted,
 and a localized name (``[12:00:00] 小明 xiaoming: hi``) is kept as the display
 name. Lines without ``login:`` are system lines (timeouts, subs) and are
-skipped. The date comes from the latest header; a time more than 12 hours
-earlier than the one before means midnight passed; a smaller step back is
-the end of daylight saving time, after which a repeated hour is read as its
-second occurrence.
+skipped; their wording changes between Chatterino versions, so timeouts are
+not turned into moderation events (use a justlog/rustlog archive for those).
+
+The date comes from the latest header; a time more than 12 hours earlier
+than the one before means midnight passed; a smaller step back is the end of
+daylight saving time, after which a repeated hour is read as its second
+occurrence.
 
 Local times need their zone to become UNIX times: ``timezone`` (an IANA name
 like ``Europe/Berlin``, or ``+02:00``) when given, else the header's zone
@@ -30,8 +33,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bot.chatlog.base import ChatLog, check_start, finish, read_head, wall_clock_start
-from bot.chatlog.lines import Line, head_lines, iter_lines, unexpected
+from bot.chatlog.base import finish, read_head
+from bot.chatlog.lines import Line, head_lines, iter_lines, mostly, unexpected
+from bot.chatlog.result import ChatLog, check_start, wall_clock_start
 from bot.errors import ChatLogError
 from bot.events import ChatMessage
 
@@ -102,6 +106,10 @@ class _Clock:
         zone = self.given or resolve_zone(abbreviation)
         if zone is None and self.unaligned_ok:
             self.guessed, zone = abbreviation or "none", UTC
+            logger.warning(
+                "%s line %d: time zone %r unknown; times taken as UTC", self.path, line.number,
+                self.guessed,
+            )  # fmt: skip
         if zone is None:
             problem = (
                 f"the header's time zone {abbreviation!r} is ambiguous or unknown"
@@ -151,9 +159,7 @@ class ChatterinoReader:
         if _HEADER.fullmatch(lines[0]):
             return True
         # No header (cut off): Chatterino's two spaces tell it from TwitchDownloader's one.
-        return all(_LINE.fullmatch(line) or line.startswith("# ") for line in lines) and any(
-            _TWO_SPACES.match(line) for line in lines
-        )
+        return _TWO_SPACES.match(lines[0]) is not None and mostly(lines, _LINE.fullmatch)
 
     def read(self, path: Path, **opts: Any) -> list[ChatMessage]:
         return self.read_log(
@@ -180,7 +186,7 @@ class ChatterinoReader:
                     f"unknown time zone {timezone!r}; give an IANA name like "
                     "'Europe/Berlin' or an offset like '+02:00'",
                 )
-        start = wall_clock_start(path, stream_start, unaligned_ok, "local wall-clock times")
+        start = wall_clock_start(path, stream_start, unaligned_ok, "local time")
         clock = _Clock(path, given, unaligned_ok)
         skipped: Counter[str] = Counter()
         messages: list[ChatMessage] = []

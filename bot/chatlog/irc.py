@@ -8,6 +8,7 @@ of their JSON. Tag values are kept escaped except where used
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,9 @@ from bot.chatlog.moderation import ModerationEvent
 from bot.errors import ChatLogError
 from bot.events import ChatMessage
 
+_IRC = re.compile(r"(?:@(\S*) +)?(?::(\S+) +)?([A-Z]+|\d{3})(?: +(.*))?", re.DOTALL)
+_TAG = re.compile(r"([^=;]+)(?:=([^;]*))?")
+_RANGE = re.compile(r"(\d+)-(\d+)")
 _ESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
 
 
@@ -34,7 +38,7 @@ def unescape_tag(value: str) -> str:
     return "".join(out)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class IrcLine:
     """One parsed IRC line; tag values are still escaped (see ``unescape_tag``)."""
 
@@ -50,30 +54,15 @@ class IrcLine:
 
 def parse_irc(line: str) -> IrcLine | None:
     """The IRC line's parts, or None when it is not an IRC line."""
-    rest = line
-    tags: dict[str, str] = {}
-    if rest.startswith("@"):
-        space = rest.find(" ")
-        if space < 0:
-            return None
-        raw_tags = rest[1:space].split(";")
-        try:
-            tags = dict(item.split("=", 1) for item in raw_tags)  # type: ignore[misc]
-        except ValueError:  # a tag without "=": parse one by one
-            tags = {key: value for key, _, value in (t.partition("=") for t in raw_tags) if key}
-        rest = rest[space + 1 :].lstrip(" ")
-    nick = None
-    if rest.startswith(":"):
-        space = rest.find(" ")
-        if space < 0:
-            return None
-        prefix = rest[1:space]
-        if "!" in prefix or "." not in prefix:
-            nick = prefix.split("!", 1)[0]
-        rest = rest[space + 1 :].lstrip(" ")
-    command, _, rest = rest.partition(" ")
-    if not (command.isascii() and ((command.isalpha() and command.isupper()) or command.isdigit())):
+    match = _IRC.fullmatch(line)
+    if match is None:
         return None
+    raw_tags, prefix, command, rest = match.groups()
+    tags = dict(_TAG.findall(raw_tags)) if raw_tags else {}
+    nick = None
+    if prefix is not None and ("!" in prefix or "." not in prefix):  # not a server name
+        nick = prefix.split("!", 1)[0]
+    rest = rest or ""
     trailing = None
     if rest.startswith(":"):
         middle, trailing = "", rest[1:]
@@ -88,13 +77,14 @@ def irc_emotes(tag: str | None, text: str) -> tuple[str, ...]:
     if not tag:
         return ()
     found: list[tuple[int, str]] = []
+    size = len(text)
     for group in tag.split("/"):
-        for span in group.partition(":")[2].split(","):
-            first, _, last = span.partition("-")
-            if first.isdigit() and last.isdigit() and int(first) <= int(last) < len(text):
-                name = text[int(first) : int(last) + 1].strip()
+        for first, last in _RANGE.findall(group.partition(":")[2]):
+            begin, end = int(first), int(last)
+            if begin <= end < size:
+                name = text[begin : end + 1].strip()
                 if name:
-                    found.append((int(first), name))
+                    found.append((begin, name))
     found.sort()
     return tuple(name for _, name in found)
 

@@ -33,20 +33,17 @@ from pathlib import Path
 from typing import Any
 
 from bot.chatlog.base import (
-    ChatLog,
-    check_start,
     decode_head,
     finish,
     load_json,
     peek_json,
     read_head,
     type_name,
-    utc_seconds,
-    wall_clock_start,
 )
 from bot.chatlog.irc import IrcLine, irc_chat, irc_moderation, parse_irc, sent_seconds
-from bot.chatlog.lines import head_lines, iter_lines, unexpected
+from bot.chatlog.lines import head_lines, iter_lines, mostly, unexpected
 from bot.chatlog.moderation import ModerationEvent
+from bot.chatlog.result import ChatLog, check_start, utc_seconds, wall_clock_start
 from bot.errors import ChatLogError
 from bot.events import ChatMessage
 
@@ -107,8 +104,7 @@ class JustlogIrcReader:
     name = "justlog-irc"
 
     def sniff(self, path: Path, head: bytes) -> bool:
-        lines = head_lines(head)
-        return bool(lines) and all(_IRC_SNIFF.match(line) for line in lines)
+        return mostly(head_lines(head), _IRC_SNIFF.match)
 
     def read(self, path: Path, **opts: Any) -> list[ChatMessage]:
         return self.read_log(path, stream_start=opts.get("stream_start")).messages
@@ -122,7 +118,7 @@ class JustlogIrcReader:
         **opts: Any,
     ) -> ChatLog:
         head = read_head(path)
-        got = _Collected(wall_clock_start(path, stream_start, unaligned_ok, "UTC times"))
+        got = _Collected(wall_clock_start(path, stream_start, unaligned_ok, "UTC"))
         for line in iter_lines(path, head):
             if not line.text.strip():
                 continue
@@ -148,8 +144,7 @@ class JustlogTextReader:
     name = "justlog-text"
 
     def sniff(self, path: Path, head: bytes) -> bool:
-        lines = head_lines(head)
-        return bool(lines) and all(_TEXT.fullmatch(line) for line in lines)
+        return mostly(head_lines(head), _TEXT.fullmatch)
 
     def read(self, path: Path, **opts: Any) -> list[ChatMessage]:
         return self.read_log(path, stream_start=opts.get("stream_start")).messages
@@ -163,7 +158,7 @@ class JustlogTextReader:
         **opts: Any,
     ) -> ChatLog:
         head = read_head(path)
-        got = _Collected(wall_clock_start(path, stream_start, unaligned_ok, "UTC times"))
+        got = _Collected(wall_clock_start(path, stream_start, unaligned_ok, "UTC"))
         for line in iter_lines(path, head):
             match = _TEXT.fullmatch(line.text)
             if match is None:
@@ -257,7 +252,7 @@ class JustlogJsonReader:
             raise ChatLogError(
                 path, None, f"expected a 'messages' array (justlog JSON), found {found}"
             )
-        got = _Collected(wall_clock_start(path, stream_start, unaligned_ok, "UTC times"))
+        got = _Collected(wall_clock_start(path, stream_start, unaligned_ok, "UTC"))
         for index, item in enumerate(items):
             where = f"messages[{index}]"
             if not isinstance(item, dict):

@@ -15,10 +15,9 @@ import gzip
 import io
 import json
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from bot.chatlog.base import _GZIP_MAGIC, HEAD_BYTES, _gunzip_error, _open_error, decode_head
 from bot.errors import ChatLogError
@@ -28,6 +27,9 @@ MAX_LINE_CHARS = 64 * 1024
 
 SNIFF_LINES = 50
 """How many of the head's lines ``sniff`` looks at."""
+
+SNIFF_SHARE = 0.8
+"""Share of those lines that must look right (one damaged line still gets a line error)."""
 
 
 def head_lines(head: bytes, limit: int = SNIFF_LINES) -> list[str]:
@@ -52,8 +54,14 @@ def head_lines(head: bytes, limit: int = SNIFF_LINES) -> list[str]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
+def mostly(lines: list[str], looks_right: Callable[[str], object]) -> bool:
+    """Whether the first line and at least ``SNIFF_SHARE`` of ``lines`` look right."""
+    if not lines or not looks_right(lines[0]):
+        return False
+    return sum(1 for line in lines if looks_right(line)) >= SNIFF_SHARE * len(lines)
+
+
+class Line(NamedTuple):
     """One line of a text chat log."""
 
     number: int

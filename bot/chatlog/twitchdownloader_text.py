@@ -24,15 +24,9 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from bot.chatlog.base import (
-    ChatLog,
-    check_start,
-    finish,
-    read_head,
-    utc_seconds,
-    wall_clock_start,
-)
-from bot.chatlog.lines import Line, head_lines, iter_lines, unexpected
+from bot.chatlog.base import finish, read_head
+from bot.chatlog.lines import Line, head_lines, iter_lines, mostly, unexpected
+from bot.chatlog.result import ChatLog, Clock, check_start, utc_seconds, wall_clock_start
 from bot.errors import ChatLogError
 from bot.events import ChatMessage
 
@@ -83,10 +77,8 @@ class TwitchDownloaderTextReader:
 
     def sniff(self, path: Path, head: bytes) -> bool:
         lines = head_lines(head)
-        if not lines:
-            return False
-        families = {_family(line) for line in lines}
-        return len(families) == 1 and None not in families
+        family = _family(lines[0]) if lines else None
+        return family is not None and mostly(lines, lambda line: _family(line) == family)
 
     def read(self, path: Path, **opts: Any) -> list[ChatMessage]:
         return self.read_log(path, stream_start=opts.get("stream_start")).messages
@@ -118,20 +110,16 @@ class TwitchDownloaderTextReader:
         start = 0.0
         if style.startswith("Utc"):
             start = wall_clock_start(
-                path, stream_start, unaligned_ok, "UTC wall-clock times (--timestamp-format Utc)"
+                path, stream_start, unaligned_ok, "UTC, --timestamp-format Utc"
             )
         skipped: Counter[str] = Counter()
         messages: list[ChatMessage] = []
         before = self._parse(path, style, start, chain((first,), lines), messages, skipped)
         check_start(path, stream_start if style.startswith("Utc") else None, len(messages), before)
-        if style == "Relative":
-            clock, used_start = "vod", None
-        elif style == "None":
-            clock, used_start = "none", None
-        else:
-            clock, used_start = "wall-clock", stream_start
+        clock: Clock = {"Relative": "vod", "None": "none"}.get(style, "wall-clock")  # type: ignore[assignment]
         finish(path, self.name, messages, skipped)
-        return ChatLog(messages, clock, used_start, variant=style)  # type: ignore[arg-type]
+        used_start = stream_start if clock == "wall-clock" else None
+        return ChatLog(messages, clock, used_start, variant=style)
 
     def _parse(
         self,

@@ -44,7 +44,7 @@ from bot.store.migrations import migrate
 
 log = logging.getLogger(__name__)
 
-STREAM_SOURCES = frozenset({"replay", "twitch"})
+STREAM_SOURCES = frozenset({"replay", "twitch", "live"})
 REPLY_STATUSES = frozenset({"posted", "blocked", "rate_limited", "failed"})
 TABLES = ("streams", "utterances", "chat_messages", "bot_replies", "training_pairs")
 

@@ -34,7 +34,7 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
-from bot.errors import ChatlingError
+from bot.errors import TwitchError
 from bot.settings import resolve_path
 
 log = logging.getLogger(__name__)
@@ -45,9 +45,6 @@ BOT_SCOPES: tuple[str, ...] = ("user:read:chat", "user:write:chat", "user:bot")
 DEFAULT_TOKEN_FILE = "data/twitch-tokens.json"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
-
-class TwitchError(ChatlingError):
-    """Twitch refused us (bad or revoked token, missing permission, unknown channel)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,13 +7,17 @@ websocket, turns every notification into a ``bot.events.ChatMessage`` on the
 inbox, runs moderators' ``!chatling`` commands, and exposes ``.sink``
 (``TwitchSink``) for the pipeline's replies. How ``chatling run`` uses it::
 
-    inbox: asyncio.Queue = asyncio.Queue(maxsize=10_000)
-    async with TwitchChat(settings.twitch, inbox, stream_start=time.time()) as chat:
-        pipeline = Pipeline(parts_with(sink=chat.sink, channel=chat.channel), inbox=inbox)
-        chat.control = pipeline          # !chatling pause|resume|status act on it
-        await pipeline.run()             # until Ctrl-C / EndOfStream
+    async with TwitchChat(settings.twitch, None, stream_start=time.time()) as chat:
+        pipeline = Pipeline(PipelineParts(..., sink=chat.sink, channel=chat.channel))
+        chat.attach(pipeline.inbox, control=pipeline)  # chat held until now flows in
+        await pipeline.run()        # until Ctrl-C / EndOfStream
     # leaving the block: websocket closed, messages already read handed to the
-    # inbox (up to drain_timeout_s), HTTP sessions closed.
+    # inbox (for up to drain_timeout_s), HTTP sessions closed. Stop = leave the block
+    # (put EndOfStream on the inbox after it, so the pipeline sees every message).
+
+Start-up errors (no token, a revoked token, a missing permission, an unknown
+channel) raise ``ConfigError`` / ``TwitchError`` from ``__aenter__`` with a
+message that says what to run or grant.
 
 What twitchio 3.3.2 already does and is relied on: reconnect with backoff
 (3 s base, 90 s cap, unlimited tries) when the socket closes or errors, a
@@ -69,6 +73,22 @@ HANDOVER_MAX_S = 5.0
 """... or after this long at most."""
 BACKLOG_WARN = 1_000
 _STOP = object()
+
+
+def _point_twitchio_at(settings: TwitchSettings) -> None:
+    """Use other Twitch endpoints when settings name them (Twitch CLI's mock API, tests).
+
+    twitchio reads these three module constants at request/connect time.
+    """
+    import twitchio.eventsub.websockets
+    import twitchio.http
+
+    if settings.helix_url:
+        twitchio.http.Route.BASE = settings.helix_url.rstrip("/") + "/"
+    if settings.id_url:
+        twitchio.http.Route.ID_BASE = settings.id_url.rstrip("/") + "/"
+    if settings.eventsub_url:
+        twitchio.eventsub.websockets.WSS = settings.eventsub_url
 
 
 def to_chat_message(
@@ -178,7 +198,7 @@ class TwitchChat:
     def __init__(
         self,
         settings: TwitchSettings,
-        inbox: asyncio.Queue[Any],
+        inbox: asyncio.Queue[Any] | None,
         stream_start: float,
         control: BotControl | None = None,
         *,
@@ -189,6 +209,7 @@ class TwitchChat:
     ) -> None:
         self.settings = settings
         self.inbox = inbox
+        """Where messages go; ``None`` holds them until ``attach``."""
         self.stream_start = stream_start
         """Wall-clock (``time.time()``) start of the stream: offsets count from it."""
         self.token_file = Path(token_file) if token_file else auth.default_token_file()
@@ -216,6 +237,9 @@ class TwitchChat:
         self._forwarder: asyncio.Task[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._socket_closed = asyncio.Event()
+        self._attached = asyncio.Event()
+        if inbox is not None:
+            self._attached.set()
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._warn_at = BACKLOG_WARN
         self._closing = False
@@ -240,6 +264,13 @@ class TwitchChat:
         if self._commands is not None:
             self._commands.control = control
 
+    def attach(self, inbox: asyncio.Queue[Any], control: BotControl | None = None) -> None:
+        """Deliver to ``inbox`` from now on (messages held so far first); set ``control``."""
+        self.inbox = inbox
+        if control is not None:
+            self.control = control
+        self._attached.set()
+
     @property
     def backlog(self) -> int:
         """Messages read from Twitch that wait for room in the inbox."""
@@ -258,6 +289,7 @@ class TwitchChat:
                 "CHATLING_TWITCH__CLIENT_ID is empty: "
                 "create an application at dev.twitch.tv/console"
             )
+        _point_twitchio_at(s)
         try:
             await self._start()
         except BaseException as exc:
@@ -334,7 +366,9 @@ class TwitchChat:
         assert self._session is not None
         s = self.settings
         tokens = await asyncio.to_thread(auth.load_tokens, self.token_file)
+        source = f"the token file {self.token_file}"
         if tokens is None:
+            source = "CHATLING_TWITCH__BOT_TOKEN"
             if not s.bot_token.get_secret_value():
                 raise ConfigError(
                     f"no Twitch token: run `chatling auth twitch` (writes {self.token_file}) "
@@ -343,13 +377,18 @@ class TwitchChat:
             tokens = Tokens(access_token=s.bot_token, refresh_token=s.refresh_token)
         self._redactor.add(*tokens.secrets())
         id_base = twitchio.http.Route.ID_BASE
-        with self._twitch_errors("validating the bot's token"):
-            info = await auth.validate(tokens.access_token, session=self._session, id_base=id_base)
-            if info is None:
-                tokens = await self._refresh(tokens)
+        try:
+            with self._twitch_errors("validating the bot's token"):
                 info = await auth.validate(
                     tokens.access_token, session=self._session, id_base=id_base
                 )
+                if info is None:
+                    tokens = await self._refresh(tokens)
+                    info = await auth.validate(
+                        tokens.access_token, session=self._session, id_base=id_base
+                    )
+        except TwitchError as exc:
+            raise TwitchError(f"{exc} (the token came from {source})") from None
         if info is None:
             raise TwitchError(
                 "Twitch rejects the bot's refreshed token: run `chatling auth twitch` again"
@@ -423,7 +462,9 @@ class TwitchChat:
 
     async def _drain(self) -> None:
         """Hand what was read to the inbox before leaving (bounded by ``drain_timeout_s``)."""
-        if self._forwarder is None:
+        if self._forwarder is None or not self._attached.is_set():
+            if self.backlog:
+                log.warning("leaving Twitch chat with %d messages and no inbox", self.backlog)
             return
         self._buffer.put_nowait(_STOP)
         done, _ = await asyncio.wait({self._forwarder}, timeout=self.drain_timeout_s)
@@ -437,10 +478,12 @@ class TwitchChat:
 
     async def _forward(self) -> None:
         """Buffer -> inbox, in order; the only place that waits on the bounded inbox."""
+        await self._attached.wait()
         while True:
             item = await self._buffer.get()
             if item is _STOP:
                 return
+            assert self.inbox is not None
             await self.inbox.put(item)
             self.received += 1
             if self._buffer.empty():
@@ -517,6 +560,8 @@ class TwitchChat:
         )
 
     async def _on_socket_closed(self, payload: Any) -> None:
+        if not self._closing:
+            log.info("Twitch chat websocket %s closed", payload.socket)
         self._socket_closed.set()
 
     # -- errors ---------------------------------------------------------------------------

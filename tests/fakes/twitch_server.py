@@ -59,6 +59,8 @@ class Conn:
     reconnected_from: str | None = None
     subscriptions: list[dict[str, Any]] = field(default_factory=list)
     closed: bool = False
+    silent: bool = False
+    """No keepalives (a connection that died without closing)."""
     received: list[str] = field(default_factory=list)
     """Text frames the client sent (Twitch forbids any)."""
 
@@ -243,6 +245,15 @@ class FakeTwitch:
         async def go() -> None:
             for conn in self.live_conns():
                 await conn.ws.close(code=code, message=b"fake server closing")
+
+        await self.run(go)
+
+    async def silence_sockets(self) -> None:
+        """Stop keepalives on every live socket, leaving it open: a dead connection."""
+
+        async def go() -> None:
+            for conn in self.live_conns():
+                conn.silent = True
 
         await self.run(go)
 
@@ -545,6 +556,8 @@ class FakeTwitch:
     async def _keepalives(self, conn: Conn) -> None:
         while not conn.closed:
             await asyncio.sleep(self.keepalive_every_s)
+            if conn.silent:
+                continue
             try:
                 await self._send(conn, self._message("session_keepalive", {}))
             except ConnectionError:

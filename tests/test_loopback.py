@@ -1,0 +1,307 @@
+"""Loopback capture end to end: a real PulseAudio daemon, soundcard and faster-whisper.
+
+Each test plays real speech (``../shared/data/speech``) with ``paplay`` into
+the null sink of a private PulseAudio daemon (``bot.pulse.PulseServer``) and
+checks what ``capture_loopback`` puts on the inbox: the words (word error rate
+under 15%), their stream times, and that capture survives the daemon being
+stopped and restarted. Skips with the reason when ``pulseaudio`` or
+``paplay`` is not installed (``.ci/run`` installs them). Nothing is mocked.
+
+The latencies from the end of each played clip to its utterance on the inbox
+are printed (``pytest -s``), never asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import logging
+import os
+import statistics
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.clock import StreamClock
+from bot.events import Utterance
+from bot.pulse import PulseServer, play, pulse_missing
+from bot.sources.loopback import (
+    CaptureOptions,
+    CaptureStats,
+    _Backlog,
+    _Block,
+    capture_loopback,
+    device_lines,
+    list_devices,
+    reopen_delay,
+)
+from bot.transcribe import StreamingTranscriber, TranscriberOptions
+from tests.conftest import SPEECH, require_shared
+from tests.test_transcribe import normalise, word_error_rate
+
+HANG_GUARD_S = 240.0
+"""Only against hangs: a loaded 2-core machine may transcribe slowly."""
+LOGGER = "bot.sources.loopback"
+
+
+def _references() -> dict[str, str]:
+    speech = require_shared(SPEECH)
+    refs = {}
+    with open(speech / "references.tsv", encoding="utf-8") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            if row["file"] == "jfk.flac":
+                refs["jfk.flac"] = row["reference_text"]
+    with open(speech / "ljspeech" / "transcripts.psv", encoding="utf-8") as f:
+        for line in f:
+            name, _, text = line.rstrip("\n").partition("|")
+            refs[f"ljspeech/{name}"] = text
+    return refs
+
+
+@pytest.fixture(scope="module")
+def pulse() -> Iterator[PulseServer]:
+    reason = pulse_missing()
+    if reason:
+        pytest.skip(reason)
+    server = PulseServer()
+    with server:
+        yield server
+
+
+@pytest.fixture
+def running(pulse: PulseServer) -> Iterator[PulseServer]:
+    """The daemon, started again after a test that stopped it."""
+    pulse.start()
+    yield pulse
+    pulse.start()
+
+
+def recorder_pids() -> list[int]:
+    """Recorder processes that are children of this test process."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+            if ppid == os.getpid() and b"loopback_recorder" in cmdline:
+                pids.append(int(stat.parent.name))
+    return pids
+
+
+@dataclass
+class Capture:
+    """A running ``capture_loopback`` and what reached its inbox, with arrival times."""
+
+    clock: StreamClock
+    stats: CaptureStats
+    heard: list[tuple[float, Utterance]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def until(self, predicate, what: str) -> None:
+        """Wait until ``predicate()`` holds for capture's stats; fail after the hang guard."""
+        try:
+            async with asyncio.timeout(HANG_GUARD_S):
+                while True:
+                    self.stats.changed.clear()
+                    if predicate():
+                        return
+                    await self.stats.changed.wait()
+        except TimeoutError:
+            pytest.fail(f"no {what} within {HANG_GUARD_S:.0f} s; capture stats: {self.stats}")
+
+    async def utterance_ending_after(self, t: float) -> Utterance:
+        """Wait for an utterance that ends after stream time ``t``."""
+        async with asyncio.timeout(HANG_GUARD_S):
+            while True:
+                for _arrival, u in self.heard:
+                    if u.end > t:
+                        return u
+                self.arrived.clear()
+                await self.arrived.wait()
+
+    async def quiet_for(self, seconds: float) -> None:
+        """Wait until no utterance has arrived for ``seconds``."""
+        async with asyncio.timeout(HANG_GUARD_S):
+            while True:
+                self.arrived.clear()
+                try:
+                    await asyncio.wait_for(self.arrived.wait(), seconds)
+                except TimeoutError:
+                    return
+
+
+@contextlib.asynccontextmanager
+async def capturing(
+    whisper_model, device: str | None, options: CaptureOptions | None = None
+) -> AsyncIterator[Capture]:
+    clock = StreamClock()
+    capture = Capture(clock=clock, stats=CaptureStats())
+    inbox: asyncio.Queue = asyncio.Queue()
+    transcriber = StreamingTranscriber(
+        whisper_model, TranscriberOptions(), start_offset=clock.now()
+    )
+
+    async def collect() -> None:
+        while True:
+            utterance = await inbox.get()
+            capture.heard.append((clock.now(), utterance))
+            capture.arrived.set()
+
+    task = asyncio.create_task(
+        capture_loopback(
+            device, transcriber, inbox, stream_clock=clock, options=options, stats=capture.stats
+        )
+    )
+    collector = asyncio.create_task(collect())
+    try:
+        yield capture
+    finally:
+        task.cancel()
+        async with asyncio.timeout(10):  # cancelling must not wait for the device
+            await asyncio.gather(task, return_exceptions=True)
+        collector.cancel()
+        await asyncio.gather(collector, return_exceptions=True)
+        assert task.cancelled(), f"capture ended on its own: {task.exception()!r}"
+        assert recorder_pids() == [], "a recorder process outlived its capture"
+
+
+async def play_clip(capture: Capture, name: str) -> tuple[float, float]:
+    """Play one clip into the null sink; return its (start, end) in stream time."""
+    start = capture.clock.now()
+    await asyncio.to_thread(play, SPEECH / name)
+    return start, capture.clock.now()
+
+
+def test_reopen_delay_doubles_up_to_the_cap() -> None:
+    assert [reopen_delay(n, 0.5, 4.0) for n in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert reopen_delay(10_000, 0.5, 30.0) == 30.0
+
+
+async def test_backlog_drops_the_oldest_blocks_and_says_so(caplog) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    stats = CaptureStats()
+    backlog = _Backlog(max_blocks=4, stats=stats)
+    for i in range(10):
+        backlog.put(_Block(start=float(i), samples=np.zeros(16, dtype=np.float32)))
+    backlog.close()
+    starts = []
+    while (item := await backlog.get()) is not None:
+        starts.append(item.start)
+    assert starts == [6.0, 7.0, 8.0, 9.0]
+    assert stats.dropped_blocks == 6
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "dropping the oldest audio" in warnings[0].message
+    assert any("caught up; 6 blocks" in r.message for r in caplog.records)
+
+
+def test_list_devices_shows_the_null_sink_monitor(running: PulseServer) -> None:
+    devices = {d.id: d for d in list_devices()}
+    monitor = devices.get(f"{running.sink}.monitor")
+    assert monitor is not None, f"no monitor of {running.sink} in {sorted(devices)}"
+    assert monitor.is_loopback and monitor.is_default
+    assert any(f"{running.sink}.monitor" in line for line in device_lines(list(devices.values())))
+
+
+async def test_played_speech_comes_back_as_utterances_with_stream_times(
+    running: PulseServer, whisper_model
+) -> None:
+    refs = _references()
+    clips = [
+        "jfk.flac",
+        "ljspeech/LJ001-0001.wav",
+        "ljspeech/LJ001-0002.wav",
+        "ljspeech/LJ001-0004.wav",
+    ]
+    windows = []
+    async with capturing(whisper_model, device=None) as capture:  # the default loopback
+        await capture.until(lambda: capture.stats.live, "audio flowing")
+        for clip in clips:
+            windows.append(await play_clip(capture, clip))
+            await asyncio.sleep(1.0)  # a pause between sentences, as a streamer makes
+        await capture.utterance_ending_after(windows[-1][1] - 1.0)
+        await capture.quiet_for(4.0)
+    assert capture.stats.device == "Monitor of Null Output"
+    assert capture.stats.losses == 0 and capture.stats.dropped_blocks == 0
+
+    report, errors, words = [], 0.0, 0
+    for clip, (start, end) in zip(clips, windows, strict=True):
+        mine = [(t, u) for t, u in capture.heard if start - 0.6 <= u.start and u.end <= end + 0.6]
+        assert mine, f"nothing heard of {clip} (played {start:.1f}-{end:.1f} s)"
+        hypothesis = " ".join(u.text for _t, u in mine)
+        n = len(normalise(refs[clip]))
+        errors += word_error_rate(refs[clip], hypothesis) * n
+        words += n
+        arrival, last = mine[-1]
+        report.append((clip, arrival - end, arrival - last.end, hypothesis))
+    heard = [r[3] for r in report]
+    assert errors / words < 0.15, f"WER {errors / words:.0%} over the clips; heard {heard}"
+    stray = [
+        u
+        for _t, u in capture.heard
+        if not any(s - 0.6 <= u.start and u.end <= e + 0.6 for s, e in windows)
+    ]
+    assert stray == [], f"utterances outside the played clips' stream times: {stray}"
+    for clip, after_play, after_speech, _text in report:
+        print(f"latency {clip}: {after_play:.2f} s after paplay returned, {after_speech:.2f} s")
+    print(
+        "latency p50 over clips: end of play -> inbox "
+        f"{statistics.median(r[1] for r in report):.2f} s; end of speech -> inbox "
+        f"{statistics.median(r[2] for r in report):.2f} s"
+    )
+
+
+async def test_capture_survives_a_daemon_restart(
+    running: PulseServer, whisper_model, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    refs = _references()
+    quick = CaptureOptions(backoff_base_s=0.2, backoff_cap_s=1.0)
+    async with capturing(whisper_model, f"{running.sink}.monitor", quick) as capture:
+        stats = capture.stats
+        await capture.until(lambda: stats.live, "audio flowing")
+        _start_a, end_a = await play_clip(capture, "ljspeech/LJ001-0002.wav")
+        await asyncio.sleep(1.0)
+        stopped_at = capture.clock.now()
+        await asyncio.to_thread(running.stop)
+        await capture.until(lambda: stats.losses == 1, "the loss noticed")
+        attempts = stats.attempts
+        await capture.until(lambda: stats.attempts >= attempts + 2, "two more failed tries")
+        await asyncio.to_thread(running.start)
+        await capture.until(lambda: stats.live, "audio back")
+        back_at = capture.clock.now()
+        start_b, end_b = await play_clip(capture, "ljspeech/LJ001-0003.wav")
+        await capture.utterance_ending_after(end_b - 1.0)
+        await capture.quiet_for(3.0)
+
+    before = [u for _t, u in capture.heard if u.end <= stopped_at]
+    after = [u for _t, u in capture.heard if u.start >= back_at - 0.6]
+    assert len(before) + len(after) == len(capture.heard), "an utterance spans the outage"
+    assert word_error_rate(refs["ljspeech/LJ001-0002.wav"], " ".join(u.text for u in before)) < 0.15
+    assert before[-1].end <= end_a + 0.6
+    heard_b = " ".join(u.text for u in after)
+    assert word_error_rate(refs["ljspeech/LJ001-0003.wav"], heard_b) < 0.15, heard_b
+    assert start_b - 0.6 <= after[0].start and after[-1].end <= end_b + 0.6
+
+    ours = [r for r in caplog.records if r.name == LOGGER]
+    warnings = [r.getMessage() for r in ours if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and " lost (" in warnings[0], warnings
+    backs = [r.getMessage() for r in ours if r.levelno == logging.INFO and "is back" in r.message]
+    assert len(backs) == 1, backs
+    assert stats.openings == 2 and stats.losses == 1
+
+
+async def test_a_missing_device_warns_once_and_keeps_trying(
+    running: PulseServer, whisper_model, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    quick = CaptureOptions(backoff_base_s=0.1, backoff_cap_s=0.2)
+    async with capturing(whisper_model, "no_such_device", quick) as capture:
+        await capture.until(lambda: capture.stats.attempts >= 3, "three tries")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "cannot start" in warnings[0] and "no audio device 'no_such_device'" in warnings[0]
+    assert capture.stats.openings == 0 and capture.heard == []

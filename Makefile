@@ -50,6 +50,8 @@ lint: $(STAMP)
 bench: setup
 	$(PY) bench/reply_latency.py
 	$(PY) bench/replay_lag.py
+	$(PY) bench/reaction_delay.py
+	$(PY) bench/align_throughput.py
 
 clean-models:
 	rm -rf data/models

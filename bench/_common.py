@@ -82,8 +82,11 @@ def demo_prompts(count: int) -> list[tuple[str, str]]:
     lines = script["lines"] if isinstance(script, dict) else script
     utterances = [
         # The script gives start times; espeak speaks about 3 words a second.
-        Utterance(float(line["start"]), float(line["start"]) + 0.33 * len(line["text"].split()),
-                  line["text"])
+        Utterance(
+            float(line["start"]),
+            float(line["start"]) + 0.33 * len(line["text"].split()),
+            line["text"],
+        )
         for line in lines
     ]
     chat = read_chat_log(ROOT / "data" / "demo" / "chat.json")

@@ -61,8 +61,9 @@ def first_reply_lags(stats) -> list[float]:
 async def run(until: float | None) -> list[dict]:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     settings.storage.db_path = "/tmp/chatling-bench-replay-lag.sqlite"
-    for key, value in dict(global_cooldown_s=0.0, quiet_interval_s=0.0, quiet_jitter_s=0.0,
-                           rate_messages=1000).items():
+    for key, value in dict(
+        global_cooldown_s=0.0, quiet_interval_s=0.0, quiet_jitter_s=0.0, rate_messages=1000
+    ).items():
         setattr(settings.reply, key, value)
     whisper = load_whisper(settings.audio)
     options = TranscriberOptions.from_settings(settings.audio, hotwords=settings.reply.bot_name)
@@ -75,21 +76,27 @@ async def run(until: float | None) -> list[dict]:
             Path(settings.storage.db_path).unlink(missing_ok=True)
             with PeakMemory() as mem:
                 result = await replay(
-                    settings, ReplayRequest(speed=1.0, until_s=until), Display(file=io.StringIO()),
-                    engine=engine, whisper_model=whisper, transcriber=transcriber,
+                    settings,
+                    ReplayRequest(speed=1.0, until_s=until),
+                    Display(file=io.StringIO()),
+                    engine=engine,
+                    whisper_model=whisper,
+                    transcriber=transcriber,
                 )
             st = result.stats
             lags = first_reply_lags(st)
-            rows.append({
-                "pipeline": name,
-                "utterances": st.utterances_in,
-                "replies": len(st.latencies_s),
-                "speech_to_reply_p50_s": round(percentile(lags, 50), 2),
-                "speech_to_reply_p95_s": round(percentile(lags, 95), 2),
-                "transcription_lag_p50_s": round(percentile(st.transcription_lag_s, 50), 2),
-                "generation_p50_s": round(percentile(st.latencies_s, 50), 2),
-                "peak_rss_mib": round(mem.peak_bytes / 2**20),
-            })
+            rows.append(
+                {
+                    "pipeline": name,
+                    "utterances": st.utterances_in,
+                    "replies": len(st.latencies_s),
+                    "speech_to_reply_p50_s": round(percentile(lags, 50), 2),
+                    "speech_to_reply_p95_s": round(percentile(lags, 95), 2),
+                    "transcription_lag_p50_s": round(percentile(st.transcription_lag_s, 50), 2),
+                    "generation_p50_s": round(percentile(st.latencies_s, 50), 2),
+                    "peak_rss_mib": round(mem.peak_bytes / 2**20),
+                }
+            )
     return rows
 
 
@@ -103,11 +110,29 @@ def main() -> None:
     rows = asyncio.run(run(args.until))
     print_table(
         "end of speech -> reply ready, demo stream replayed in real time (stream seconds)",
-        ["pipeline", "utterances", "replies", "p50", "p95", "transcribe p50", "generate p50",
-         "peak MiB"],
-        [[r["pipeline"], r["utterances"], r["replies"], f'{r["speech_to_reply_p50_s"]} s',
-          f'{r["speech_to_reply_p95_s"]} s', f'{r["transcription_lag_p50_s"]} s',
-          f'{r["generation_p50_s"]} s', r["peak_rss_mib"]] for r in rows],
+        [
+            "pipeline",
+            "utterances",
+            "replies",
+            "p50",
+            "p95",
+            "transcribe p50",
+            "generate p50",
+            "peak MiB",
+        ],
+        [
+            [
+                r["pipeline"],
+                r["utterances"],
+                r["replies"],
+                f"{r['speech_to_reply_p50_s']} s",
+                f"{r['speech_to_reply_p95_s']} s",
+                f"{r['transcription_lag_p50_s']} s",
+                f"{r['generation_p50_s']} s",
+                r["peak_rss_mib"],
+            ]
+            for r in rows
+        ],
     )
     print(f"\nwritten {write_result('replay_lag', {'results': rows})}")
 

@@ -52,20 +52,29 @@ def bench_transformers(prompts: list[tuple[str, str]], n: int) -> dict:
         for i, (system, user) in enumerate(prompts):
             ids = tok.apply_chat_template(
                 [{"role": "system", "content": system}, {"role": "user", "content": user}],
-                add_generation_prompt=True, return_tensors="pt", return_dict=True,
+                add_generation_prompt=True,
+                return_tensors="pt",
+                return_dict=True,
             )
             first = FirstToken()
             torch.manual_seed(i)
             t0 = now()
             with torch.inference_mode():
                 out = model.generate(
-                    **ids, do_sample=True, temperature=0.9, top_p=0.95, max_new_tokens=MAX_TOKENS,
-                    num_return_sequences=n, stop_strings=["\n"], tokenizer=tok,
-                    stopping_criteria=[first], pad_token_id=tok.eos_token_id,
+                    **ids,
+                    do_sample=True,
+                    temperature=0.9,
+                    top_p=0.95,
+                    max_new_tokens=MAX_TOKENS,
+                    num_return_sequences=n,
+                    stop_strings=["\n"],
+                    tokenizer=tok,
+                    stopping_criteria=[first],
+                    pad_token_id=tok.eos_token_id,
                 )
             total.append(now() - t0)
             ttft.append((first.at or now()) - t0)
-            new = out[:, ids["input_ids"].shape[1]:]
+            new = out[:, ids["input_ids"].shape[1] :]
             tokens += int((new != tok.eos_token_id).sum())
         wall = now() - started_all
     del model
@@ -139,14 +148,32 @@ def main() -> None:
     base4 = rows[1]["tokens_per_s"]
     for r in rows:
         r["throughput_vs_transformers_n4"] = round(r["tokens_per_s"] / base4, 2)
-    header = ["engine", "ttft p50", "ttft p95", "reply p50", "reply p95", "tok/s", "x base n=4",
-              "peak MiB"]
+    header = [
+        "engine",
+        "ttft p50",
+        "ttft p95",
+        "reply p50",
+        "reply p95",
+        "tok/s",
+        "x base n=4",
+        "peak MiB",
+    ]
     print_table(
         f"reply latency, {len(prompts)} demo-stream prompts, up to {MAX_TOKENS} tokens",
         header,
-        [[r["engine"], f'{r["ttft_p50_s"]*1000:.0f} ms', f'{r["ttft_p95_s"]*1000:.0f} ms',
-          f'{r["reply_p50_s"]:.2f} s', f'{r["reply_p95_s"]:.2f} s', r["tokens_per_s"],
-          r["throughput_vs_transformers_n4"], r["peak_rss_mib"]] for r in rows],
+        [
+            [
+                r["engine"],
+                f"{r['ttft_p50_s'] * 1000:.0f} ms",
+                f"{r['ttft_p95_s'] * 1000:.0f} ms",
+                f"{r['reply_p50_s']:.2f} s",
+                f"{r['reply_p95_s']:.2f} s",
+                r["tokens_per_s"],
+                r["throughput_vs_transformers_n4"],
+                r["peak_rss_mib"],
+            ]
+            for r in rows
+        ],
     )
     path = write_result("reply_latency", {"max_tokens": MAX_TOKENS, "results": rows})
     print(f"\nwritten {path}")

@@ -107,10 +107,10 @@ def demo_pairs() -> list[Any]:
 def load_examples(args: argparse.Namespace, tokenizer: Any) -> Any:
     import datasets
 
-    from training.collate import encode_pairs, find_pair_files, load_pairs
+    from training.collate import encode_pairs, find_pair_files, load_train_pairs
 
     if args.data:
-        pairs = load_pairs(find_pair_files(Path(args.data)))
+        pairs = load_train_pairs(find_pair_files(Path(args.data)), split="none")
     else:
         pairs = datasets.Dataset.from_list([p.to_row() for p in demo_pairs()])
     examples, _ = encode_pairs(pairs, tokenizer, args.max_length)

@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
     sub = parser.add_subparsers(dest="command", required=True)
+    from training.data_cli import add_data_commands
+
+    add_data_commands(sub)
 
     rp = sub.add_parser(
         "replay",

@@ -56,3 +56,7 @@ class EngineError(ChatlingError):
 
 class TwitchError(ChatlingError):
     """Twitch refused us (bad/revoked token, missing permission, unknown channel)."""
+
+
+class AudioDeviceError(ChatlingError):
+    """No audio server answers, or the named audio device does not exist."""

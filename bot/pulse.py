@@ -11,8 +11,9 @@ its PID, never by name, so a user's own PulseAudio is never touched::
         play("speech.flac")             # what loopback capture of stream_sink hears
 
 ``stop()`` and ``start()`` on a running ``PulseServer`` restart it on the same
-socket (a test of audio loss and recovery). Needs Debian's ``pulseaudio`` and
-``pulseaudio-utils`` (``paplay``).
+socket, and ``suspend_sink()`` silences the sink's monitor (tests of audio loss
+and recovery). Needs Debian's ``pulseaudio`` and ``pulseaudio-utils``
+(``paplay``, ``pactl``).
 """
 
 from __future__ import annotations
@@ -45,10 +46,10 @@ class PulseServerError(ChatlingError):
 
 def pulse_missing() -> str | None:
     """Why a private daemon cannot run here (for ``pytest.skip``), or ``None`` if it can."""
-    missing = [tool for tool in ("pulseaudio", "paplay") if shutil.which(tool) is None]
+    missing = [tool for tool in ("pulseaudio", "paplay", "pactl") if shutil.which(tool) is None]
     if missing:
         return (
-            f"{' and '.join(missing)} not installed: "
+            f"{', '.join(missing)} not installed: "
             "apt-get install pulseaudio pulseaudio-utils libpulse0"
         )
     return None
@@ -171,6 +172,20 @@ class PulseServer:
             process.kill()
             process.wait()
         log.info("private PulseAudio daemon pid %d stopped", process.pid)
+
+    def suspend_sink(self, suspended: bool = True) -> None:
+        """Suspend the null sink (its monitor then delivers nothing) or wake it again."""
+        result = subprocess.run(
+            ["pactl", "suspend-sink", self.sink, "1" if suspended else "0"],
+            env=self.env(),
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise PulseServerError(
+                f"pactl could not suspend {self.sink}: {result.stderr.decode(errors='replace')}"
+            )
 
     def log_tail(self, chars: int = 400) -> str:
         if self.runtime_dir is None or not (self.runtime_dir / "pa.log").exists():

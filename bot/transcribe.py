@@ -39,6 +39,9 @@ class TranscriberOptions:
     max_utterance_s: float = 12.0
     vad_threshold: float = 0.5
     speech_pad_s: float = 0.2
+    min_speech_s: float = 0.25
+    """Shorter stretches of 'speech' are clicks or noise; Whisper turns them into
+    hallucinations such as "Thank you.", so they are never transcribed."""
     hotwords: str | None = None
     """Words Whisper should expect, such as the bot's name (which it otherwise
     hears as a common word: "Chatling" comes out as "Chaplin")."""
@@ -96,6 +99,11 @@ class StreamingTranscriber:
         """Stream time (s) just after the last sample pushed."""
         return self._buffer_start + self._buffer.size / SAMPLE_RATE
 
+    def restart(self, start_offset: float) -> None:
+        """Forget buffered audio after a gap in live audio; next sample at ``start_offset``."""
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._buffer_start = start_offset
+
     async def apush(self, samples: np.ndarray) -> list[Utterance]:
         """``push`` in a worker thread."""
         return await asyncio.to_thread(self.push, samples)
@@ -121,6 +129,7 @@ class StreamingTranscriber:
             threshold=opts.vad_threshold,
             min_silence_duration_ms=int(opts.silence_commit_s * 1000),
             speech_pad_ms=int(opts.speech_pad_s * 1000),
+            min_speech_duration_ms=int(opts.min_speech_s * 1000),
         )
         spans = get_speech_timestamps(self._buffer, vad, sampling_rate=SAMPLE_RATE)
         return [(int(s["start"]), int(s["end"])) for s in spans]
@@ -144,6 +153,10 @@ class StreamingTranscriber:
         if not closed:
             return []
         start, end = closed[0][0], closed[-1][1]
+        speech = sum(e - s for s, e in closed)
+        if speech < self._options.min_speech_s * SAMPLE_RATE:
+            self._drop(end)
+            return []
         utterance = self._transcribe(start, end)
         self._drop(end)
         return [utterance] if utterance else []
@@ -164,7 +177,12 @@ class StreamingTranscriber:
             initial_prompt=self._previous_text[-200:] or None,
             hotwords=self._options.hotwords,
         )
-        text = " ".join(seg.text.strip() for seg in segments if seg.no_speech_prob < 0.8).strip()
+        # Whisper's own hallucination signals: likely silence, or low confidence.
+        text = " ".join(
+            seg.text.strip()
+            for seg in segments
+            if seg.no_speech_prob < 0.8 and seg.avg_logprob > -1.0 and seg.compression_ratio < 2.4
+        ).strip()
         if not text:
             return None
         self._previous_text = text

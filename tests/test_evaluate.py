@@ -230,6 +230,8 @@ def test_candidate_sets_frozen_reproducible_and_flag_only_ground_truth(
 
     assert len(sets.points) == 30
     train_keys = {dedupe_key(p.target) for p in train}
+    counts = FrequencyRanker.from_messages([p.target for p in train]).counts
+    top = {k for k, _ in counts.most_common(3)}
     for pt in sets.points:
         in_window = [
             dedupe_key(p.target)
@@ -249,9 +251,8 @@ def test_candidate_sets_frozen_reproducible_and_flag_only_ground_truth(
         assert origins["frequent"] == config.n_frequent
         assert dedupe_key(pt.pair.target) in flagged  # the anchor is a ground truth
         assert pt.pair.offset == pytest.approx(pt.t, abs=1e-5)
-    frequent = FrequencyRanker.from_messages([p.target for p in train]).counts.most_common(3)
-    top = {k for k, _ in frequent}
-    assert all(top <= {dedupe_key(c) for c in pt.candidates} for pt in sets.points)
+        # the most frequent training messages are candidates (unless posted in the window)
+        assert top - set(window) <= {dedupe_key(c) for c in pt.candidates}
 
     tampered = sets.to_json()
     first = tampered["points"][0]["candidates"]
@@ -348,7 +349,7 @@ def test_generated_stats_copies_emotes_and_safety() -> None:
 def smol() -> tuple[object, object]:
     if not (DEFAULT_MODEL_DIR / "config.json").exists():
         pytest.fail("packaged models are not provisioned: run `make test` (or `make setup`)")
-    return load_model(str(DEFAULT_MODEL_DIR), device="cpu")
+    return load_model(str(DEFAULT_MODEL_DIR), device="cpu", dtype="float32")  # exact comparisons
 
 
 def _builder(tokenizer: object):
@@ -417,7 +418,9 @@ def test_adapter_changes_scores_and_can_be_disabled(
     get_peft_model(copy.deepcopy(model), config).save_pretrained(str(tmp_path / "adapter"))
 
     builder = _builder(tokenizer)
-    tuned, _ = load_model(str(DEFAULT_MODEL_DIR), str(tmp_path / "adapter"), device="cpu")
+    tuned, _ = load_model(
+        str(DEFAULT_MODEL_DIR), str(tmp_path / "adapter"), device="cpu", dtype="float32"
+    )
     pt = _point(["gg", "the boss is going down"], [True, False], CONTEXT)
     plain = ModelRanker(model, tokenizer, builder).score(pt).logprob
     on = ModelRanker(tuned, tokenizer, builder).score(pt).logprob

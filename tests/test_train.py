@@ -148,7 +148,7 @@ def test_packed_examples_do_not_attend_to_each_other(
     from training.collate import PackedRowsCollator, encode_pair, prompt_builder
 
     builder = prompt_builder(tokenizer)
-    examples = [encode_pair(p, builder, tokenizer) for p in make_pairs(3, seed=1)]
+    examples = [encode_pair(p, builder, tokenizer) for p in make_pairs(2, seed=1)]
     lengths = [len(e.input_ids) for e in examples]
     row = {
         "input_ids": [t for e in examples for t in e.input_ids],
@@ -181,13 +181,13 @@ def test_packed_examples_do_not_attend_to_each_other(
 def test_pair_files_are_found_hashed_and_checked(tmp_path: Path) -> None:
     import datasets
 
-    from training.collate import find_pair_files, load_pairs
+    from training.collate import find_pair_files, load_train_pairs
 
     data = write_pairs(tmp_path / "d", make_pairs(4))
     write_pairs(data, make_pairs(2, seed=3), name="eval.parquet")
     files = find_pair_files(data)
     assert [p.name for p in files.files] == ["train.parquet"]
-    assert len(load_pairs(files)) == 4
+    assert len(load_train_pairs(files)) == 4
     again = find_pair_files(data)
     assert again.sha256 == files.sha256
     write_pairs(data, make_pairs(4, seed=9))
@@ -197,9 +197,28 @@ def test_pair_files_are_found_hashed_and_checked(tmp_path: Path) -> None:
     bad.mkdir()
     datasets.Dataset.from_list([{"text": "hi"}]).to_parquet(str(bad / "x.parquet"))
     with pytest.raises(InputFileError, match=r"x\.parquet.*lacks the pair column"):
-        load_pairs(find_pair_files(bad))
+        load_train_pairs(find_pair_files(bad))
     with pytest.raises(ConfigError, match="no such training data"):
         find_pair_files(tmp_path / "missing")
+
+
+def test_a_pairs_dataset_trains_only_on_the_split_that_eval_does_not_test(tmp_path: Path) -> None:
+    from training.collate import find_pair_files, load_train_pairs
+    from training.dataset import SourceInfo, load_pairs, split_pairs, write_source
+
+    out = tmp_path / "dataset"
+    for name in ("vod-a", "vod-b"):
+        pairs = [Pair(name, 10.0 * i, (), (), f"{name} message {i}", "u") for i in range(1, 11)]
+        write_source(out, pairs, SourceInfo(name, "vod", f"sha-{name}"))
+    files = find_pair_files(out)
+    assert files.is_dataset and len(files.files) == 2
+    train = load_train_pairs(files, split="time", test_fraction=0.2)
+    expected = split_pairs(load_pairs(out), by="time", test_fraction=0.2)
+    assert sorted(train["target"]) == sorted(expected["train"]["target"])
+    assert not set(train["target"]) & set(expected["test"]["target"])
+    assert len(load_train_pairs(files, split="none")) == 20
+    by_source = load_train_pairs(files, split="source", test_fraction=0.5)
+    assert set(by_source["source"]) == {"vod-a"}
 
 
 def test_presets_refuse_what_vllm_cannot_serve() -> None:
@@ -254,7 +273,7 @@ def test_cpu_tiny_run_writes_adapter_and_resumes(tmp_path: Path) -> None:
     assert meta["base_model"] == str(DEFAULT_MODEL_DIR)
     assert meta["code_version"].startswith("0.")
     assert meta["tokens"]["seen"] > 0 and meta["time"]["train_seconds"] > 0
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == [
         "checkpoint-2",
         "checkpoint-4",
     ]
@@ -262,11 +281,11 @@ def test_cpu_tiny_run_writes_adapter_and_resumes(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="pass --resume"):
         train(TrainRequest(data=data, out=out, preset=tiny_preset()))
 
-    resumed = train(TrainRequest(data=data, out=out, preset=tiny_preset(steps=6), resume=True))
+    resumed = train(TrainRequest(data=data, out=out, preset=tiny_preset(steps=5), resume=True))
     assert resumed.resumed_from is not None and resumed.resumed_from.endswith("checkpoint-4")
-    assert resumed.global_step == 6
+    assert resumed.global_step == 5
     meta = json.loads((out / METADATA_FILE).read_text())
-    assert [s for s, _ in meta["loss_curve"]] == [1, 2, 3, 4, 5, 6]
+    assert [s for s, _ in meta["loss_curve"]] == [1, 2, 3, 4, 5]
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +296,7 @@ def memorised_adapter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, s
     target = "honk honk goose army assemble"
     root = tmp_path_factory.mktemp("memorise")
     data = write_pairs(root / "pairs", make_pairs(16, target=target, seed=5))
-    preset = tiny_preset(steps=10, batch_size=2, lr=3e-3, save_steps=100)
+    preset = tiny_preset(steps=6, batch_size=2, lr=4e-3, save_steps=100)
     train(TrainRequest(data=data, out=root / "adapter", preset=preset))
     return root / "adapter", target
 
@@ -304,3 +323,19 @@ async def test_adapter_loads_in_vllm_and_changes_greedy_output(
     assert tuned != base
     assert tuned.strip().startswith(target)
     assert (await engine.generate(prompt, greedy)).texts[0] == base
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import argparse
+
+    from training.train_cli import add_train_command, main
+
+    parser = argparse.ArgumentParser()
+    add_train_command(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", "--data", "d", "--out", "o", "--steps", "3", "--lr", "1e-3"])
+    assert (args.steps, args.lr, args.preset, args.split) == (3, 1e-3, "cpu-tiny", "time")
+
+    assert main(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")]) == 2
+    assert "no such training data" in capsys.readouterr().err
+    assert main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--rank", "64"]) == 2
+    assert "outside 1..16" in capsys.readouterr().err

@@ -50,15 +50,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-HELD_OUT_PREFIXES = ("eval", "test", "val", "dev")
+HELD_OUT_PREFIXES = ("test", "eval", "val", "dev")
+MANIFEST = "manifest.json"
+SPLITS = ("time", "source", "none")
 
 
 @dataclass(frozen=True, slots=True)
 class PairFiles:
     """The parquet files a training run reads, and their content hash."""
 
+    root: Path
     files: tuple[Path, ...]
     sha256: str
+
+    @property
+    def is_dataset(self) -> bool:
+        """A pairs dataset written by ``chatling data ingest`` (``manifest.json``)."""
+        return self.root.is_dir() and (self.root / MANIFEST).exists()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,43 +98,68 @@ class EncodeStats:
 
 
 def find_pair_files(data: Path) -> PairFiles:
-    """The parquet files of ``data`` (a file or a directory), oldest name first, hashed.
+    """The parquet files behind ``data``, sorted by name and hashed together.
 
-    In a directory, files whose name starts with ``train`` are the training
-    data when there are any (``eval*``/``test*``/``val*`` files stay held
-    out); otherwise every ``*.parquet`` file is.
+    ``data`` is a pairs dataset (``manifest.json`` + ``data/*.parquet``, from
+    ``chatling data ingest``: every file, split later), a directory of split
+    files (those named ``train*``; ``test*``/``eval*``/``val*``/``dev*`` stay
+    held out), a directory of other parquet files (all of them), or one file.
     """
     if data.is_file():
         files = [data]
     elif data.is_dir():
         files = sorted(p for p in data.rglob("*.parquet") if p.is_file())
-        train = [p for p in files if p.name.startswith("train")]
-        held_out = [p for p in files if p.name.startswith(HELD_OUT_PREFIXES)]
-        files = train or [p for p in files if p not in held_out] or files
+        if not (data / MANIFEST).exists():
+            train = [p for p in files if p.name.startswith("train")]
+            files = train or [p for p in files if not p.name.startswith(HELD_OUT_PREFIXES)]
     else:
         raise ConfigError(
-            f"{data}: no such training data; pass --data with a directory of pair "
-            "parquet files (`chatling dataset build` writes one)"
+            f"{data}: no such training data; pass --data with a pairs dataset "
+            "(`chatling data ingest --out DIR`) or a directory of pair parquet files"
         )
     if not files:
-        raise InputFileError(data, None, "holds no .parquet pair files")
+        raise InputFileError(data, None, "holds no .parquet pair files to train on")
     digest = hashlib.sha256()
     for path in files:
-        digest.update(path.name.encode() + b"\0")
+        digest.update(str(path.relative_to(data) if data.is_dir() else path.name).encode() + b"\0")
         with path.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
-    return PairFiles(files=tuple(files), sha256=digest.hexdigest())
+    return PairFiles(root=data, files=tuple(files), sha256=digest.hexdigest())
 
 
-def load_pairs(files: PairFiles) -> Dataset:
-    """The pairs as a ``datasets.Dataset``, checked to have the ``Pair`` columns."""
+def load_train_pairs(
+    files: PairFiles, *, split: str = "time", test_fraction: float = 0.1
+) -> Dataset:
+    """The training pairs as a ``datasets.Dataset``.
+
+    A pairs dataset is split exactly as ``chatling eval`` splits it
+    (``training.dataset.split_pairs`` with the same ``split`` and
+    ``test_fraction``) and only its train part is returned, so an adapter is
+    never trained on the pairs it is evaluated on; ``split="none"`` takes
+    every pair (a final adapter). Other files are read as they are.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
+    if files.is_dataset:
+        from training.dataset import load_pairs, split_pairs
+
+        dataset = load_pairs(files.root)
+        if split != "none":
+            dataset = split_pairs(dataset, by=split, test_fraction=test_fraction)["train"]  # type: ignore[arg-type]
+    else:
+        dataset = _read_parquet(files.files)
+    if len(dataset) == 0:
+        raise InputFileError(files.root, None, "holds no training pairs")
+    return dataset
+
+
+def _read_parquet(paths: Sequence[Path]) -> Dataset:
     import datasets
+    import pyarrow.parquet as pq
 
-    for path in files.files:
+    for path in paths:
         try:
-            import pyarrow.parquet as pq
-
             names = set(pq.read_schema(path).names)
         except (OSError, ValueError) as exc:
             raise InputFileError(path, None, f"not a readable parquet file ({exc})") from None
@@ -135,15 +168,9 @@ def load_pairs(files: PairFiles) -> Dataset:
             raise InputFileError(
                 path, None, f"lacks the pair column(s) {', '.join(missing)} (expected {COLUMNS})"
             )
-    dataset = datasets.load_dataset(
-        "parquet",
-        data_files=[str(p) for p in files.files],
-        split="train",
-        keep_in_memory=True,
+    return datasets.load_dataset(
+        "parquet", data_files=[str(p) for p in paths], split="train", keep_in_memory=True
     )
-    if len(dataset) == 0:
-        raise InputFileError(files.files[0], None, "holds no pairs")
-    return dataset
 
 
 def token_counter(tokenizer: PreTrainedTokenizerBase) -> Callable[[str], int]:
@@ -312,7 +339,7 @@ __all__ = [
     "encode_pairs",
     "find_pair_files",
     "label_text",
-    "load_pairs",
+    "load_train_pairs",
     "pack_examples",
     "packed_collator",
     "prompt_builder",

@@ -185,8 +185,15 @@ class TfIdfRanker:
         return CandidateScores({"": np.asarray(values, dtype=float)})
 
 
-def load_model(base: str, adapter: str | None = None, device: str | None = None) -> tuple[Any, Any]:
-    """(model, tokenizer) for scoring: float32 on CPU, bfloat16 on GPU, eval mode.
+def load_model(
+    base: str, adapter: str | None = None, device: str | None = None, dtype: str = "bfloat16"
+) -> tuple[Any, Any]:
+    """(model, tokenizer) for scoring, in eval mode.
+
+    ``bfloat16`` by default: the dtype the live engine serves (``ModelSettings.dtype``)
+    and about twice as fast as ``float32`` on a 2-core CPU with AVX-512 BF16; summed
+    log-probabilities differ from float32 by up to ~0.7 nats on 100 candidates,
+    ranks correlate at 0.999.
 
     With ``adapter`` the model is a ``peft.PeftModel`` (unmerged, so
     ``ModelRanker(adapter_enabled=False)`` scores the base model with no reload).
@@ -198,10 +205,11 @@ def load_model(base: str, adapter: str | None = None, device: str | None = None)
 
     name = resolve_model(base)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    if dtype not in ("bfloat16", "float32", "float16"):
+        raise ModelError(f"dtype must be bfloat16, float16 or float32, not {dtype!r}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=getattr(torch, dtype))
     except OSError as exc:
         raise ModelError(f"{name}: cannot load the model ({exc}); pass --base DIR|HF_ID") from None
     if adapter is not None:
@@ -227,7 +235,8 @@ class ModelRanker:
     with_transcript: bool = True
     adapter_enabled: bool = True
     """False on a ``PeftModel``: score with the adapter disabled (the base model)."""
-    batch_size: int = 32
+    batch_size: int = 8
+    """Candidates per forward pass: 8 is fastest on a 2-core CPU; larger on a GPU."""
     shared_prompt: bool = True
     _end_of_turn: list[int] = field(default_factory=list, init=False, repr=False)
 
@@ -308,13 +317,14 @@ class ModelRanker:
             ids = torch.zeros((len(batch), width), dtype=torch.long, device=device)
             for row, i in enumerate(batch):
                 ids[row, : len(cands[i])] = torch.tensor(cands[i], device=device)
-            cache = DynamicCache(
-                ddp_cache_data=[
-                    (k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1))
-                    for k, v in layers
-                ],
-                config=self.model.config,
-            )
+            # Each layer starts from a broadcast view of the prompt's keys and values: the
+            # cache's first concatenation materialises it once (a copy per batch is the
+            # price of transformers' cache; the prompt's forward pass is not repeated).
+            cache = DynamicCache(config=self.model.config)
+            for layer, (k, v) in zip(cache.layers, layers, strict=True):
+                layer.lazy_initialization(k, v)
+                layer.keys = k.expand(len(batch), -1, -1, -1)
+                layer.values = v.expand(len(batch), -1, -1, -1)
             # Right padding needs no mask: causal attention never looks ahead at the pads.
             logits = self.model(input_ids=ids, past_key_values=cache, use_cache=True).logits
             logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)

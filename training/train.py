@@ -41,11 +41,11 @@ from training.collate import (
     EncodeStats,
     encode_pairs,
     find_pair_files,
-    load_pairs,
+    load_train_pairs,
     pack_examples,
     packed_collator,
 )
-from training.presets import Preset
+from training.presets import Preset, load_base, lora_config
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -70,6 +70,10 @@ class TrainRequest:
     """Base model directory or Hugging Face id; ``None``: the preset's."""
     resume: bool = False
     attn_implementation: str = "sdpa"
+    split: str = "time"
+    """How a pairs dataset is split (as ``chatling eval`` does): ``time``, ``source`` or
+    ``none`` (train on every pair); only the train part is trained on."""
+    test_fraction: float = 0.1
     args: Mapping[str, Any] | None = None
     """The command line's ``vars(args)``, saved in the metadata (the request's fields if unset)."""
 
@@ -87,84 +91,6 @@ class TrainResult:
     encode: EncodeStats
     resumed_from: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _torch_dtype(name: str) -> Any:
-    import torch
-
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
-def _quantization_config(preset: Preset) -> Any:
-    """The 4-bit NF4 config of a QLoRA preset; a clear error without bitsandbytes or a GPU."""
-    import torch
-
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            f"preset {preset.name} loads the base in 4 bits and needs bitsandbytes: "
-            "`pip install bitsandbytes` on a machine with a CUDA GPU, or use --preset gpu-24gb"
-        ) from None
-    if not torch.cuda.is_available():
-        raise ConfigError(f"preset {preset.name} (4-bit QLoRA) needs a CUDA GPU; none is visible")
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_compute_dtype=torch.bfloat16,
-        bnb_4bit_use_double_quant=True,
-    )
-
-
-def load_base(
-    preset: Preset, base: str | None = None, *, attn_implementation: str = "sdpa"
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The base model (in the preset's dtype, 4-bit for QLoRA) and its tokenizer."""
-    from accelerate import PartialState
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from bot.engine import resolve_model
-
-    name = resolve_model(base or preset.base)
-    kwargs: dict[str, Any] = {
-        "dtype": _torch_dtype(preset.dtype),
-        "attn_implementation": attn_implementation,
-    }
-    if preset.load_in_4bit:
-        kwargs["quantization_config"] = _quantization_config(preset)
-        # Each process holds the whole (quantised) base on its own GPU.
-        kwargs["device_map"] = {"": PartialState().local_process_index}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot load base model {name}: {exc}") from exc
-    if tokenizer.chat_template is None:
-        raise ModelError(f"{name} has no chat template: use an instruct/chat model as the base")
-    if preset.load_in_4bit:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=preset.gradient_checkpointing
-        )
-    # A KV cache during training would also disable transformers' packed-sequence masks.
-    model.config.use_cache = False
-    return model, tokenizer
-
-
-def lora_config(preset: Preset) -> Any:
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=preset.lora_r,
-        lora_alpha=preset.lora_alpha,
-        lora_dropout=preset.lora_dropout,
-        target_modules=list(preset.target_modules),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
 
 
 def _cuda_available() -> bool:
@@ -207,6 +133,7 @@ def sft_config(preset: Preset, checkpoints: Path) -> Any:
         report_to="none",
         dataloader_num_workers=0,
         dataloader_pin_memory=_cuda_available(),
+        use_cpu=not _cuda_available(),
         ddp_find_unused_parameters=False,
         save_only_model=False,
     )
@@ -352,7 +279,7 @@ def train(
     model, tokenizer = load_base(
         preset, request.base, attn_implementation=request.attn_implementation
     )
-    pairs = load_pairs(files)
+    pairs = load_train_pairs(files, split=request.split, test_fraction=request.test_fraction)
     dataset, stats = encode_pairs(pairs, tokenizer, preset.max_length, settings=reply_settings)
     log.info(
         "%d examples from %d pairs (%d prompt + %d message tokens) in %s",
@@ -380,8 +307,11 @@ def train(
         "base_model": base,
         "base_model_resolved": str(model.config.name_or_path),
         "dataset": {
+            "path": str(files.root),
             "files": [str(p) for p in files.files],
             "sha256": files.sha256,
+            "split": request.split if files.is_dataset else "files",
+            "test_fraction": request.test_fraction if files.is_dataset else None,
             **asdict(stats),
         },
         "code_version": code_version(),
@@ -429,6 +359,8 @@ def _request_fields(request: TrainRequest) -> dict[str, Any]:
         "base": request.base,
         "resume": request.resume,
         "attn_implementation": request.attn_implementation,
+        "split": request.split,
+        "test_fraction": request.test_fraction,
     }
 
 

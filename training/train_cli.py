@@ -68,6 +68,8 @@ def run_train(args: argparse.Namespace) -> int:
         base=args.base,
         resume=args.resume,
         attn_implementation=args.attn,
+        split=args.split,
+        test_fraction=args.test_fraction,
         args=saved_args,
     )
     result = train(request)
@@ -96,8 +98,22 @@ def add_train_command(subparsers: Any) -> argparse.ArgumentParser:
         "and chatling_adapter.json (settings, data hash, loss curve) to --out; checkpoints go "
         f"to OUT/checkpoints. Presets: {presets}.",
     )
-    tp.add_argument("--data", required=True, help="directory (or file) of pair parquet files")
+    tp.add_argument(
+        "--data",
+        required=True,
+        help="pairs dataset (chatling data ingest --out DIR), or a directory/file of pair parquet",
+    )
     tp.add_argument("--out", required=True, help="output adapter directory")
+    tp.add_argument(
+        "--split",
+        choices=("time", "source", "none"),
+        default="time",
+        help="hold out the test part of a pairs dataset as `chatling eval` does "
+        "(none: train on every pair)",
+    )
+    tp.add_argument(
+        "--test-fraction", type=float, default=0.1, help="share held out (as chatling eval)"
+    )
     tp.add_argument("--preset", default="cpu-tiny", choices=sorted(PRESETS), help="recipe")
     tp.add_argument("--base", default=None, help="base model directory or HF id (preset's)")
     tp.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps")

@@ -6,11 +6,12 @@ into chunks of ``chunk_s`` for the streaming transcriber and puts the
 utterances it commits on the inbox, with stream times.
 
 Two tasks share a bounded backlog. The recorder task runs the device in a
-child process (``bot.sources.loopback_recorder``, which says why it is a
+child process (``bot.sources.loopback_recorder``, the device side, says why a
 process and not a thread) and reads its blocks as they come; the transcribe
 task feeds them to the transcriber, whose model runs in a worker thread. When
 transcription falls more than ``max_backlog_s`` behind, the oldest blocks are
-dropped (counted and logged), never the newest.
+dropped (counted and logged), never the newest. ``list_devices`` and
+``device_lines`` (``chatling audio devices``) are re-exported from there.
 
 A device that disappears, fails or stops delivering (no block for
 ``stall_s``) is reopened with capped exponential backoff while the bot keeps
@@ -28,20 +29,24 @@ import collections
 import contextlib
 import json
 import logging
-import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bot.audio import SAMPLE_RATE
 from bot.clock import StreamClock
-from bot.errors import ChatlingError
 from bot.events import ChatMessage, Utterance
+from bot.sources.loopback_recorder import (
+    AudioDevice,
+    AudioDeviceError,
+    device_lines,
+    list_devices,
+    recorder_command,
+    recorder_env,
+)
 
 if TYPE_CHECKING:
     from bot.transcribe import StreamingTranscriber
@@ -50,26 +55,19 @@ log = logging.getLogger(__name__)
 
 Inbox = asyncio.Queue[ChatMessage | Utterance]
 
-_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+__all__ = [
+    "AudioDevice",
+    "AudioDeviceError",
+    "CaptureOptions",
+    "CaptureStats",
+    "capture_loopback",
+    "device_lines",
+    "list_devices",
+    "reopen_delay",
+]
+
 _GAP_TOLERANCE_S = 0.25
 """A block starting this far from where the previous one ended follows a gap."""
-
-
-class AudioDeviceError(ChatlingError):
-    """No audio server answers, or the named audio device does not exist."""
-
-
-@dataclass(frozen=True, slots=True)
-class AudioDevice:
-    """One device loopback capture can record (``chatling audio devices``)."""
-
-    id: str
-    """What ``CHATLING_AUDIO__DEVICE`` takes."""
-    name: str
-    is_loopback: bool
-    """Records what a speaker plays (a monitor source), not a microphone."""
-    is_default: bool = False
-    """Recorded when ``CHATLING_AUDIO__DEVICE`` is unset (the default speaker's loopback)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,54 +101,15 @@ class CaptureStats:
     blocks: int = 0
     dropped_blocks: int = 0
     utterances: int = 0
+    transcribed_to: float = 0.0
+    """Stream time up to which audio has been transcribed (its lag: ``clock.now()`` minus it)."""
     changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False, compare=False)
-    """Set whenever an opening starts, goes live or is lost (for status waiters and tests)."""
+    """Set on every change but ``blocks`` (for status displays and tests to wait on)."""
 
 
 def reopen_delay(failures: int, base_s: float = 0.5, cap_s: float = 30.0) -> float:
     """Seconds to wait before the next opening after ``failures`` failed ones in a row."""
     return min(cap_s, base_s * 2 ** min(failures, 30))
-
-
-def _recorder_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "bot.sources.loopback_recorder", *args]
-
-
-def _recorder_env() -> dict[str, str]:
-    path = os.environ.get("PYTHONPATH")
-    root = str(_PACKAGE_ROOT)
-    return {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root}
-
-
-def list_devices(timeout_s: float = 20.0) -> list[AudioDevice]:
-    """Every device loopback capture can record, loopbacks first (blocks; for the CLI)."""
-    result = subprocess.run(
-        _recorder_command("list"),
-        env=_recorder_env(),
-        capture_output=True,
-        timeout=timeout_s,
-        check=False,
-    )
-    if result.returncode != 0:
-        lines = result.stderr.decode(errors="replace").strip().splitlines()
-        raise AudioDeviceError(
-            f"cannot list audio devices: {lines[-1] if lines else 'the recorder failed'}; "
-            "start PulseAudio (or PipeWire's pulse server), or point PULSE_SERVER at one"
-        )
-    devices = [AudioDevice(**json.loads(line)) for line in result.stdout.splitlines() if line]
-    return sorted(devices, key=lambda d: (not d.is_loopback, d.id))
-
-
-def device_lines(devices: list[AudioDevice]) -> list[str]:
-    """Printable lines for ``chatling audio devices``: default mark, id, kind, name."""
-    if not devices:
-        return ["no audio devices found"]
-    width = max(len(d.id) for d in devices)
-    return [
-        f"{'*' if d.is_default else ' '} {d.id:<{width}}  "
-        f"{'loopback  ' if d.is_loopback else 'microphone'}  {d.name}"
-        for d in devices
-    ] + ["* recorded when CHATLING_AUDIO__DEVICE is unset"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,9 +194,13 @@ class _Feeder:
     async def add(self, block: _Block) -> None:
         expected = self._transcriber.stream_time + self._pending_len / SAMPLE_RATE
         if abs(block.start - expected) > _GAP_TOLERANCE_S:
-            log.debug("audio resumes at %.2f s, %.2f s after it stopped", block.start, expected)
+            log.debug(
+                "transcriber restarts at %.2f s (audio before it ended at %.2f s)",
+                block.start,
+                expected,
+            )
             await self.end_of_audio()
-            pass  # BROKEN
+            _restart(self._transcriber, block.start)
         self._pending.append(block.samples)
         self._pending_len += block.samples.size
         if self._pending_len >= self._chunk:
@@ -259,6 +222,8 @@ class _Feeder:
         for utterance in utterances:
             self._stats.utterances += 1
             await self._inbox.put(utterance)
+        self._stats.transcribed_to = self._transcriber.stream_time
+        self._stats.changed.set()
 
 
 def _restart(transcriber: StreamingTranscriber, start: float) -> None:
@@ -325,8 +290,8 @@ class _Recorder:
         self._stats.attempts += 1
         self._stats.changed.set()
         proc = await asyncio.create_subprocess_exec(
-            *_recorder_command(*args),
-            env=_recorder_env(),
+            *recorder_command(*args),
+            env=recorder_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -339,7 +304,9 @@ class _Recorder:
             waited = self._options.stall_s if self._stats.live else self._options.open_timeout_s
             return f"no audio for {waited:.0f} s"
         except EOFError:
-            await asyncio.wait({drain}, timeout=1.0)
+            # It is exiting on its own: let asyncio reap it (killing it now races the
+            # reaper, and asyncio logs "Unknown child process" when it loses).
+            await asyncio.wait({drain, asyncio.create_task(proc.wait())}, timeout=2.0)
             return stderr_tail[-1] if stderr_tail else f"the recorder exited ({proc.returncode})"
         finally:
             if proc.returncode is None:

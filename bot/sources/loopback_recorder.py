@@ -1,13 +1,14 @@
-"""The loopback recorder process: soundcard in a child, float32 blocks on stdout.
+"""The device side of loopback capture: list devices, and record one in a child process.
 
-``bot.sources.loopback`` starts one of these per opening of the device rather
-than calling soundcard in the bot's own process. soundcard 0.4.6 opens one
-PulseAudio connection at import time and never reopens it; after the server
-restarts, asking that dead connection for devices aborts the whole process
-inside libpulse (seen here: ``Assertion 'o' failed at pulse/operation.c``). A
-fresh process per opening gets a fresh connection, a crash ends only the
-recorder, and the bot can always stop it at once by killing it, even while a
-dead device blocks ``record()``.
+``bot.sources.loopback`` starts ``recorder_command("record", ...)`` once per
+opening of the device rather than calling soundcard in the bot's own process.
+soundcard 0.4.6 opens one PulseAudio connection at import time and never
+reopens it; after the server restarts, asking that dead connection for devices
+aborts the whole process inside libpulse (seen here: ``Assertion 'o' failed at
+pulse/operation.c``). A fresh process per opening gets a fresh connection, a
+crash ends only the recorder, and the bot can always stop it at once by killing
+it, even while a dead device blocks ``record()``. ``list_devices`` asks a child
+too, so the bot's process never loads libpulse.
 
 Protocol: ``record`` writes one JSON line (``{"id": ..., "name": ...}``) once
 the device is open, then raw little-endian float32 mono samples at 16 kHz in
@@ -25,14 +26,78 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bot.audio import SAMPLE_RATE
-from bot.sources.loopback import AudioDevice, AudioDeviceError
+from bot.errors import AudioDeviceError
+
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True, slots=True)
+class AudioDevice:
+    """One device loopback capture can record (``chatling audio devices``)."""
+
+    id: str
+    """What ``CHATLING_AUDIO__DEVICE`` takes."""
+    name: str
+    is_loopback: bool
+    """Records what a speaker plays (a monitor source), not a microphone."""
+    is_default: bool = False
+    """Recorded when ``CHATLING_AUDIO__DEVICE`` is unset (the default speaker's loopback)."""
+
+
+def recorder_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bot.sources.loopback_recorder", *args]
+
+
+def recorder_env() -> dict[str, str]:
+    path = os.environ.get("PYTHONPATH")
+    root = str(_PACKAGE_ROOT)
+    return {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root}
+
+
+def list_devices(timeout_s: float = 20.0) -> list[AudioDevice]:
+    """Every device loopback capture can record, loopbacks first (blocks; for the CLI)."""
+    try:
+        result = subprocess.run(
+            recorder_command("list"),
+            env=recorder_env(),
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise AudioDeviceError(
+            f"listing audio devices took over {timeout_s:.0f} s: the audio server does not answer"
+        ) from None
+    if result.returncode != 0:
+        lines = result.stderr.decode(errors="replace").strip().splitlines()
+        raise AudioDeviceError(
+            f"cannot list audio devices: {lines[-1] if lines else 'the recorder failed'}; "
+            "start PulseAudio (or PipeWire's pulse server), or point PULSE_SERVER at one"
+        )
+    devices = [AudioDevice(**json.loads(line)) for line in result.stdout.splitlines() if line]
+    return sorted(devices, key=lambda d: (not d.is_loopback, d.id))
+
+
+def device_lines(devices: list[AudioDevice]) -> list[str]:
+    """Printable lines for ``chatling audio devices``: default mark, id, kind, name."""
+    if not devices:
+        return ["no audio devices found"]
+    width = max(len(d.id) for d in devices)
+    return [
+        f"{'*' if d.is_default else ' '} {d.id:<{width}}  "
+        f"{'loopback  ' if d.is_loopback else 'microphone'}  {d.name}"
+        for d in devices
+    ] + ["* recorded when CHATLING_AUDIO__DEVICE is unset"]
 
 
 def _die_with_parent() -> None:

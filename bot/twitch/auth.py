@@ -46,7 +46,6 @@ DEFAULT_TOKEN_FILE = "data/twitch-tokens.json"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
-
 @dataclass(frozen=True, slots=True)
 class Tokens:
     """The bot account's user access token pair (masked in reprs)."""

@@ -180,8 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
     sub = parser.add_subparsers(dest="command", required=True)
     from training.data_cli import add_data_commands
+    from training.eval_cli import add_eval_command
+    from training.train_cli import add_train_command
 
     add_data_commands(sub)
+    add_train_command(sub)
+    add_eval_command(sub)
 
     rp = sub.add_parser(
         "replay",

@@ -22,7 +22,7 @@ tiny-random-1b`` is a 1B-class Llama with random weights (SmolLM2's
 vocabulary and tokenizer), ``tiny`` a two-layer one for a CPU smoke run, or a
 model directory.
 
-Run (GPU):  python bench/train_throughput.py --device cuda --model tiny-random-1b --steps 30
+Run (GPU):  python bench/train_throughput.py --device cuda --model tiny-random-1b --steps 60
 Run (CPU smoke): .venv/bin/python bench/train_throughput.py --device cpu --model tiny --steps 4
 Writes bench/results/train_throughput.json.
 """
@@ -46,11 +46,14 @@ from bench._common import PeakMemory, print_table, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER_DIR = ROOT / "data" / "models" / "smollm2-135m-instruct"
-VARIANTS = ("plain", "trl-padded", "chatling")
+VARIANTS = ("plain", "trl-padded", "chatling", "trl-padded-model-loss", "chatling-model-loss")
+DEFAULT_VARIANTS = VARIANTS[:3]
 LABELS = {
     "plain": "plain loop, padded",
     "trl-padded": "chatling --no-packing",
     "chatling": "chatling (packed)",
+    "trl-padded-model-loss": "chatling --no-packing, model loss",
+    "chatling-model-loss": "chatling (packed), model loss",
 }
 CONFIGS: dict[str, dict[str, int]] = {
     "tiny-random-1b": dict(
@@ -71,6 +74,15 @@ CONFIGS: dict[str, dict[str, int]] = {
     ),
 }
 log = logging.getLogger("bench.train_throughput")
+
+
+def label_of(variant: str) -> str:
+    """``plain@N``: the plain loop with N examples a batch (e.g. as many tokens a step as
+    the packed rows hold)."""
+    name, _, batch = variant.partition("@")
+    if name not in LABELS:
+        raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    return LABELS[name] + (f", batch {batch}" if batch else "")
 
 
 def demo_pairs() -> list[Any]:
@@ -175,9 +187,10 @@ def run_plain(args: argparse.Namespace, model: Any, tokenizer: Any, examples: An
     model = get_peft_model(model, lora_config(_preset(args, packing=False)))
     model.train()
     meter = Meter(DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id))
+    batch_size = int(args.variant.partition("@")[2] or args.batch_size)
     loader = torch.utils.data.DataLoader(
         examples.with_format(None),
-        batch_size=args.batch_size,
+        batch_size=batch_size,
         shuffle=True,
         collate_fn=meter,
         generator=torch.Generator().manual_seed(args.seed),
@@ -209,7 +222,7 @@ def run_plain(args: argparse.Namespace, model: Any, tokenizer: Any, examples: An
     return times, losses, meter
 
 
-def _preset(args: argparse.Namespace, *, packing: bool) -> Any:
+def _preset(args: argparse.Namespace, *, packing: bool, fused_lm_head: bool = True) -> Any:
     from training.presets import get_preset, with_overrides
 
     return with_overrides(
@@ -225,10 +238,11 @@ def _preset(args: argparse.Namespace, *, packing: bool) -> Any:
         logging_steps=1,
         seed=args.seed,
         gradient_checkpointing=False,
+        fused_lm_head=fused_lm_head,
     )
 
 
-def run_trainer(args, model, tokenizer, examples, device, *, packing: bool):  # type: ignore[no-untyped-def]
+def run_trainer(args, model, tokenizer, examples, device, *, packing: bool, fused: bool):  # type: ignore[no-untyped-def]
     """``chatling train``'s trainer (``training.train.build_trainer``) on the same model."""
     from transformers import TrainerCallback
 
@@ -247,7 +261,12 @@ def run_trainer(args, model, tokenizer, examples, device, *, packing: bool):  # 
 
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(
-            model, tokenizer, examples, _preset(args, packing=packing), Path(tmp), [StepTimer()]
+            model,
+            tokenizer,
+            examples,
+            _preset(args, packing=packing, fused_lm_head=fused),
+            Path(tmp),
+            [StepTimer()],
         )
         meter = Meter(trainer.data_collator)
         trainer.data_collator = meter
@@ -268,12 +287,13 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
     with PeakMemory() as mem:
         model = build_model(args, device, dtype)
-        if args.variant == "plain":
+        if args.variant.startswith("plain"):
             times, losses, meter = run_plain(args, model, tokenizer, examples, device)
         else:
-            packing = args.variant == "chatling"
+            packing = args.variant.startswith("chatling")
+            fused = not args.variant.endswith("model-loss")
             times, losses, meter = run_trainer(
-                args, model, tokenizer, examples, device, packing=packing
+                args, model, tokenizer, examples, device, packing=packing, fused=fused
             )
     skip = min(args.warmup, max(len(times) - 1, 0))
     timed_s = sum(times[skip:])
@@ -284,7 +304,7 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
     ) / 2**20
     return {
         "variant": args.variant,
-        "label": LABELS[args.variant],
+        "label": label_of(args.variant),
         "steps": len(times),
         "timed_steps": len(times) - skip,
         "examples": len(examples),
@@ -296,7 +316,14 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
         "peak_memory_mib": round(peak),
         "peak_memory_kind": "cuda max allocated" if device.startswith("cuda") else "process RSS",
         "loss_curve": [(int(s), round(float(v), 4)) for s, v in losses],
+        # Per-step losses are noisy (only the short messages are scored): compare means.
+        "loss_first5_mean": _mean([v for _, v in losses[:5]]),
+        "loss_last10_mean": _mean([v for _, v in losses[-10:]]),
     }
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 3) if values else None
 
 
 def _child_argv(args: argparse.Namespace, variant: str, out: Path) -> list[str]:
@@ -315,17 +342,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--model", default="tiny-random-1b", help="tiny-random-1b, tiny or a path")
-    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--steps", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-length", type=int, default=1024)
+    p.add_argument("--max-length", type=int, default=2048)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--attn", default="sdpa", help="attention implementation of every variant")
-    p.add_argument("--warmup", type=int, default=3, help="first steps left out of the timing")
+    p.add_argument("--warmup", type=int, default=5, help="first steps left out of the timing")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="pair parquet file or directory")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
-    p.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--variants",
+        default=",".join(DEFAULT_VARIANTS),
+        help=f"comma-separated, of: {', '.join(VARIANTS)}; plain@N: plain loop at batch N",
+    )
+    p.add_argument("--variant", help=argparse.SUPPRESS)
     p.add_argument("--variant-out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.device == "auto":
@@ -344,6 +375,8 @@ def main() -> int:
         result = run_variant(args)
         Path(args.variant_out).write_text(json.dumps(result))
         return 0
+    for variant in args.variants.split(","):
+        label_of(variant)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for variant in args.variants.split(","):
@@ -351,7 +384,7 @@ def main() -> int:
             env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
             subprocess.run(_child_argv(args, variant, out), check=True, env=env)
             results.append(json.loads(out.read_text()))
-    base = next((r for r in results if r["variant"] == "plain"), results[0])
+    base = next((r for r in results if r["variant"].startswith("plain")), results[0])
     for r in results:
         r["speedup_vs_plain"] = round(r["real_tokens_per_s"] / base["real_tokens_per_s"], 2)
     import torch
@@ -367,7 +400,7 @@ def main() -> int:
             "tok/step",
             "step s",
             "peak MiB",
-            "loss first->last",
+            "loss first 5 -> last 10",
             "x",
         ],
         [
@@ -378,7 +411,7 @@ def main() -> int:
                 r["real_tokens_per_step"],
                 r["step_s_mean"],
                 r["peak_memory_mib"],
-                f"{r['loss_curve'][0][1]:.2f} -> {r['loss_curve'][-1][1]:.2f}",
+                f"{r['loss_first5_mean']:.2f} -> {r['loss_last10_mean']:.2f}",
                 r["speedup_vs_plain"],
             ]
             for r in results

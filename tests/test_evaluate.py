@@ -527,3 +527,30 @@ def test_summarise_perplexity_from_logprobs() -> None:
     )
     assert res.perplexity is not None and res.perplexity.value == pytest.approx(np.e)
     assert res.estimates["mean_rank"].value == 2.0
+
+
+def test_load_split_reads_a_pairs_dataset_and_parquet_files(
+    stream: tuple[list[Pair], list[Pair]], tmp_path: Path
+) -> None:
+    """The dataset written by ``chatling data ingest`` (training.dataset), split by time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from training.dataset import SourceInfo, write_source
+
+    pairs = sorted([p for p in stream[0] + stream[1] if p.source == "vod1"], key=lambda p: p.offset)
+    write_source(tmp_path / "ds", pairs, SourceInfo(name="vod1", kind="vod"))
+    train, test = load_split(tmp_path / "ds", "time", 0.25)
+    cut = max(p.offset for p in train)
+    assert min(p.offset for p in test) > cut
+    assert len(train) + len(test) <= len(pairs) and len(test) > 0.2 * len(pairs)
+    assert not {p.target.casefold() for p in test} & {p.target.casefold() for p in train}
+
+    (tmp_path / "files").mkdir()
+    for name, part in (("train-0.parquet", train), ("test-0.parquet", test)):
+        table = pa.Table.from_pylist([p.to_row() for p in part])
+        pq.write_table(table, tmp_path / "files" / name)
+    again = load_split(tmp_path / "files")
+    assert again == (train, test)
+    with pytest.raises(Exception, match="train"):
+        load_split(tmp_path / "ds" / "data")  # parquet files, but neither split nor manifest

@@ -168,22 +168,23 @@ def _by_source(pairs: Sequence[Pair]) -> dict[str, list[Pair]]:
 
 def select_points(test: Sequence[Pair], config: CandidateConfig) -> list[tuple[Pair, list[str]]]:
     """(anchor, the distinct messages of its window in time order) for sampled moments."""
-    anchors: list[tuple[Pair, list[Pair]]] = []
-    for pairs in _by_source(test).values():
+    streams = _by_source(test)
+    offsets = {s: [p.offset for p in pairs] for s, pairs in streams.items()}
+    anchors: list[Pair] = []
+    for pairs in streams.values():
         last = -math.inf
         for p in pairs:
             if p.offset >= last + config.window_s:
-                anchors.append((p, pairs))
+                anchors.append(p)
                 last = p.offset
     rng = np.random.default_rng(config.seed)
-    chosen = sorted(rng.permutation(len(anchors))[: config.n_points])
     out = []
-    for i in chosen:
-        anchor, pairs = anchors[i]
-        offsets = [p.offset for p in pairs]
+    for i in sorted(rng.permutation(len(anchors))[: config.n_points]):
+        anchor = anchors[i]
+        pairs, times = streams[anchor.source], offsets[anchor.source]
         t = anchor.offset - T_EPS
-        lo = bisect.bisect_right(offsets, t)
-        hi = bisect.bisect_right(offsets, t + config.window_s)
+        lo = bisect.bisect_right(times, t)
+        hi = bisect.bisect_right(times, t + config.window_s)
         truths: dict[str, str] = {}
         for p in pairs[lo:hi]:
             truths.setdefault(dedupe_key(p.target), p.target.strip())
@@ -250,7 +251,8 @@ def build_candidates(
         taken = {dedupe_key(t) for t in window}
         _take(chosen, taken, pool, frequent, config.n_frequent, "frequent", size)
         sims = np.max([pool.index.similarities(t) for t in truths], axis=0)
-        nearest = [int(j) for j in np.argsort(-sims, kind="stable") if sims[j] > 0]
+        similar = np.flatnonzero(sims > 0)
+        nearest = similar[np.argsort(-sims[similar], kind="stable")]
         _take(chosen, taken, pool, nearest, config.n_similar, "similar", size)
         if len(pool.texts) <= 20 * size:  # small pool: one pass over all of it
             _take(chosen, taken, pool, rng.permutation(len(pool.texts)), size, "random", size)

@@ -8,8 +8,8 @@ projections vLLM supports for Llama-style models.
 
 - ``cpu-tiny``: the packaged SmolLM2-135M-Instruct in bfloat16 on the CPU, a
   few steps; for tests and the demo.
-- ``gpu-24gb``: bf16 LoRA of a 7-8B base with gradient checkpointing; fits
-  one 24 GB card at batch 4 x 1024 packed tokens.
+- ``gpu-24gb``: bf16 LoRA of a 7-8B base with gradient checkpointing; 2 packed
+  rows of up to 2048 tokens per step (about 6 live prompts), 8 accumulated.
 - ``gpu-12gb``: 4-bit QLoRA (bitsandbytes NF4) of the same base; needs
   ``bitsandbytes`` (``pip install bitsandbytes``) and a CUDA GPU.
 
@@ -60,7 +60,9 @@ class Preset:
     target_modules: tuple[str, ...]
     gradient_checkpointing: bool
     max_length: int
-    """Longest example in tokens, and the length of one packed row."""
+    """Longest example in tokens, and the length of one packed row. The live prompt is at
+    most ~1000 tokens (768 of context + persona + template), so 2048 packs 2-3 examples
+    a row; at 1024 most rows hold one and packing gains little (bench/train_throughput.py)."""
     batch_size: int
     """Examples per device per step before packing (a packed row holds up to
     ``batch_size * max_length`` tokens)."""
@@ -76,6 +78,9 @@ class Preset:
     logging_steps: int
     packing: bool
     """Padding-free packing (best-fit decreasing, positions reset per example)."""
+    fused_lm_head: bool = True
+    """trl's tiled LM head + loss: never builds the (tokens x vocab) logits. Off: the model's
+    own loss over full logits (fewer, larger kernels; faster where the logits fit)."""
     seed: int = 0
 
     def check(self) -> None:
@@ -135,9 +140,9 @@ PRESETS: dict[str, Preset] = {
             lora_dropout=0.05,
             target_modules=VLLM_TARGET_MODULES,
             gradient_checkpointing=True,
-            max_length=1024,
-            batch_size=4,
-            grad_accum=4,
+            max_length=2048,
+            batch_size=2,
+            grad_accum=8,
             lr=1e-4,
             max_steps=-1,
             epochs=1.0,
@@ -158,9 +163,9 @@ PRESETS: dict[str, Preset] = {
             lora_dropout=0.05,
             target_modules=VLLM_TARGET_MODULES,
             gradient_checkpointing=True,
-            max_length=1024,
-            batch_size=2,
-            grad_accum=8,
+            max_length=2048,
+            batch_size=1,
+            grad_accum=16,
             lr=1e-4,
             max_steps=-1,
             epochs=1.0,

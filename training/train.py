@@ -167,7 +167,8 @@ def build_trainer(
         if pad_id is None:
             pad_id = tokenizer.eos_token_id
         collator = packed_collator(attn, pad_id)
-    return SFTTrainer(
+    trainer_class = SFTTrainer if preset.fused_lm_head else _model_loss_trainer()
+    return trainer_class(
         model=model,
         args=sft_config(preset, checkpoints),
         data_collator=collator,
@@ -176,6 +177,28 @@ def build_trainer(
         peft_config=lora_config(preset) if peft else None,
         callbacks=list(callbacks),
     )
+
+
+def _model_loss_trainer() -> type[SFTTrainer]:
+    """An ``SFTTrainer`` whose loss is the model's own (``Trainer.compute_loss``): full logits
+    and one cross-entropy, without trl's tiled LM head and its per-step metric syncs."""
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class ModelLossSFTTrainer(SFTTrainer):
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            inputs["use_cache"] = False
+            return Trainer.compute_loss(
+                self, model, inputs, return_outputs, num_items_in_batch=num_items_in_batch
+            )
+
+    return ModelLossSFTTrainer
 
 
 def _log_callback() -> TrainerCallback:

@@ -322,6 +322,12 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("transformers", "trl", "peft", "datasets")}
+
+
 def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 3) if values else None
 
@@ -426,6 +432,7 @@ def main() -> int:
             "args": {k: v for k, v in vars(args).items() if not k.startswith("variant")},
             "data": args.data or "demo stream pairs (data/demo)",
             "torch": torch.__version__,
+            "versions": _versions(),
             "results": results,
         },
     )

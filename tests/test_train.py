@@ -74,7 +74,7 @@ def write_pairs(directory: Path, pairs: list[Pair], name: str = "train.parquet")
 def tiny_preset(**overrides: Any) -> Any:
     from training.presets import get_preset, with_overrides
 
-    defaults: dict[str, Any] = dict(steps=4, batch_size=4, max_length=384, save_steps=2)
+    defaults: dict[str, Any] = dict(steps=4, batch_size=2, max_length=384, save_steps=2)
     return with_overrides(get_preset("cpu-tiny"), **{**defaults, **overrides})
 
 
@@ -92,8 +92,9 @@ def base_model() -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
+    # bf16 as cpu-tiny trains (float32 ran ~10x slower on this CPU).
     model = AutoModelForCausalLM.from_pretrained(
-        DEFAULT_MODEL_DIR, dtype=torch.float32, attn_implementation="sdpa"
+        DEFAULT_MODEL_DIR, dtype=torch.bfloat16, attn_implementation="sdpa"
     )
     return model.eval()
 
@@ -141,14 +142,18 @@ def test_packed_rows_collator_positions_and_labels(tokenizer: Any) -> None:
 def test_packed_examples_do_not_attend_to_each_other(
     tokenizer: Any, base_model: Any, layout: str
 ) -> None:
-    """Logits of packed examples equal those of each example run alone (SDPA on CPU)."""
+    """Logits of packed examples match those of each example run alone (SDPA on CPU)."""
     import torch
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from training.collate import PackedRowsCollator, encode_pair, prompt_builder
+    from training.collate import Encoded, PackedRowsCollator, encode_pair, prompt_builder
 
     builder = prompt_builder(tokenizer)
-    examples = [encode_pair(p, builder, tokenizer) for p in make_pairs(2, seed=1)]
+    # The last 60 tokens of real examples (chat lines + message): short, and not alike.
+    tails = [encode_pair(p, builder, tokenizer) for p in make_pairs(3, seed=1)]
+    examples = [
+        Encoded(e.input_ids[-60 + 7 * i :], e.labels[-60 + 7 * i :]) for i, e in enumerate(tails)
+    ]
     lengths = [len(e.input_ids) for e in examples]
     row = {
         "input_ids": [t for e in examples for t in e.input_ids],
@@ -161,18 +166,26 @@ def test_packed_examples_do_not_attend_to_each_other(
     else:
         batch = DataCollatorForLanguageModeling(tokenizer.pad_token_id, padding_free=True)([row])
         inputs = {k: v for k, v in batch.items() if k != "labels"}
+
+    def mean_gap(a: Any, b: Any) -> float:
+        return float((a.float() - b.float()).abs().mean())
+
     with torch.no_grad():
         # As in training (trl passes use_cache=False): a KV cache would turn the packed masks off.
         packed = base_model(**inputs, use_cache=False).logits[0]
         start = 0
         for example, n in zip(examples, lengths, strict=True):
             alone = base_model(input_ids=torch.tensor([example.input_ids])).logits[0]
-            assert torch.allclose(packed[start : start + n], alone, atol=1e-3), start
+            here = packed[start : start + n]
+            # bf16 rounding differs with the sequence length: ~0.1 on average, same argmax.
+            assert mean_gap(here, alone) < 0.3, start
+            assert (here.argmax(-1) == alone.argmax(-1)).float().mean() > 0.9, start
             start += n
-        # Control: without positions that restart, the second example sees the first.
+        # Control: without positions that restart, later examples see the earlier ones
+        # (measured: a mean gap of 3-4 logits).
         run_on = base_model(input_ids=batch["input_ids"], use_cache=False).logits[0]
         second = slice(lengths[0], lengths[0] + lengths[1])
-        assert not torch.allclose(run_on[second], packed[second], atol=1e-3)
+        assert mean_gap(run_on[second], packed[second]) > 1.0
 
 
 # --- data files and presets --------------------------------------------------------------
@@ -253,6 +266,7 @@ def test_qlora_preset_needs_bitsandbytes_or_says_so() -> None:
 # --- training runs -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cpu_tiny_run_writes_adapter_and_resumes(tmp_path: Path) -> None:
     from training.train import METADATA_FILE, TrainRequest, train
 
@@ -301,6 +315,8 @@ def memorised_adapter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, s
     return root / "adapter", target
 
 
+@pytest.mark.slow
+@pytest.mark.engine
 async def test_adapter_loads_in_vllm_and_changes_greedy_output(
     engine: Any, memorised_adapter: tuple[Path, str]
 ) -> None:

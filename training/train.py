@@ -4,8 +4,8 @@
 
 Reads the pair parquet files in DIR, renders each pair into the live bot's
 exact prompt (``training.collate``), and trains a peft LoRA adapter with trl's
-``SFTTrainer``: loss on the chat message only, short examples packed
-padding-free without attending to each other, a checkpoint every
+``SFTTrainer``: loss on the chat message only, short examples packed into
+rows without attending to each other, a checkpoint every
 ``save_steps`` (``--resume`` continues from the last one). OUT then holds the
 adapter (``adapter_config.json`` + ``adapter_model.safetensors``, loadable by
 vLLM's ``LoRARequest`` and ``chatling replay --adapter OUT``) and
@@ -30,7 +30,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,9 +88,9 @@ class TrainResult:
     loss_curve: list[tuple[int, float]]
     train_seconds: float
     tokens_seen: int
+    """Tokens this session trained on (a resumed run's earlier sessions not counted)."""
     encode: EncodeStats
     resumed_from: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _cuda_available() -> bool:
@@ -114,6 +114,7 @@ def sft_config(preset: Preset, checkpoints: Path) -> Any:
         lr_scheduler_type="cosine",
         warmup_steps=preset.warmup_ratio,
         logging_steps=preset.logging_steps,
+        logging_first_step=True,
         save_strategy="steps",
         save_steps=preset.save_steps,
         save_total_limit=preset.save_total_limit,
@@ -206,6 +207,12 @@ def _log_callback() -> TrainerCallback:
     from transformers import TrainerCallback
 
     class LogLines(TrainerCallback):
+        tokens_at_start = 0
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            # After a checkpoint's state is restored: what this session starts from.
+            self.tokens_at_start = state.num_input_tokens_seen
+
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
             if state.is_world_process_zero and logs and "loss" in logs:
                 log.info(
@@ -314,13 +321,14 @@ def train(
     )
     out.mkdir(parents=True, exist_ok=True)
     trainer = build_trainer(
-        model, tokenizer, dataset, preset, checkpoints, [_log_callback(), *callbacks]
+        model, tokenizer, dataset, preset, checkpoints, [progress := _log_callback(), *callbacks]
     )
     clock = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.perf_counter() - clock
     _save_adapter(trainer, out)
     state = trainer.state
+    session_tokens = state.num_input_tokens_seen - int(getattr(progress, "tokens_at_start", 0))
     curve = loss_curve(state.log_history)
     base = str(request.base or preset.base)
     metadata = {
@@ -351,9 +359,10 @@ def train(
         },
         "tokens": {
             "seen": state.num_input_tokens_seen,
+            "seen_this_session": session_tokens,
             "dataset_prompt": stats.prompt_tokens,
             "dataset_message": stats.completion_tokens,
-            "per_second": round(state.num_input_tokens_seen / max(train_seconds, 1e-9), 1),
+            "per_second": round(session_tokens / max(train_seconds, 1e-9), 1),
         },
         "world_size": trainer.args.world_size,
         "lora": {"r": preset.lora_r, "alpha": preset.lora_alpha, "targets": preset.target_modules},
@@ -368,7 +377,7 @@ def train(
         global_step=state.global_step,
         loss_curve=curve,
         train_seconds=train_seconds,
-        tokens_seen=state.num_input_tokens_seen,
+        tokens_seen=session_tokens,
         encode=stats,
         resumed_from=resume_from,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,6 +74,8 @@ def run_train(args: argparse.Namespace) -> int:
         args=saved_args,
     )
     result = train(request)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under accelerate launch: one summary line, from the main process
     if result.loss_curve:
         first, last = result.loss_curve[0][1], result.loss_curve[-1][1]
         loss = f"loss {first:.3f} -> {last:.3f}"

@@ -326,6 +326,9 @@ class SafetyFilter:
                 return f"mention:{name}"
         if _LINK.search(folded):  # as contains_link, on the text folded once
             return "link"
+        if _TEMPLATE_ECHO.search(text):
+            # The model copied the prompt's scaffolding instead of writing chat.
+            return "template_echo"
         term = self.blocked_term(text)
         if term is not None:
             return f"blocked_term:{term}"
@@ -334,6 +337,13 @@ class SafetyFilter:
         if any(m.offset >= cutoff and dedupe_key(m.text) == key for m in recent_chat):
             return "duplicate_of_chat"
         return "ok"
+
+
+_TEMPLATE_ECHO = re.compile(
+    r"[‹<][^›>]{0,40}[›>]|\(no messages yet\)|\(silence\)|the streamer just said"
+    r"|write (?:a|your)(?: next)? (?:chat )?message|recent chat \(",
+    re.IGNORECASE,
+)
 
 
 def load_blocked_terms(path: str | Path) -> list[str]:

@@ -323,3 +323,27 @@ def test_from_settings_adds_extra_terms() -> None:
     assert check(f, "I love p1neapple  pizza").reason == "blocked_term:pineapple pizza"
     assert check(f, "you f4g").reason == "blocked_term:fag"
     assert check(f, "x" * 41).reason == "too_long"
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        "<your_reply_to_chat>",
+        "(no messages yet)",
+        "‹message› lol",
+        "The streamer just said something funny",
+        "Write a message: hi",
+    ],
+)
+def test_prompt_scaffolding_copied_by_the_model_is_not_posted(echo: str) -> None:
+    """Seen in bench/live_lag.py: a small model sometimes echoes the prompt template."""
+    verdict = SafetyFilter([], bot_name="chatling").check(
+        echo, now=0.0, reply_to_user=None, recent_chat=[]
+    )
+    assert not verdict.allowed and verdict.reason == "template_echo"
+
+
+def test_heart_and_comparisons_are_not_template_echo() -> None:
+    f = SafetyFilter([], bot_name="chatling")
+    for text in ("<3 love this", "geese > swans KEKW", "this is fine"):
+        assert f.check(text, now=0.0, reply_to_user=None, recent_chat=[]).allowed, text

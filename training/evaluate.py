@@ -5,13 +5,15 @@ that message's context (transcript + recent chat, as the live bot saw it), its
 ground truth the distinct real messages posted in ``(t, t + window_s]``.
 Points are at least ``window_s`` apart so ground-truth windows never overlap.
 Each point gets ``n_candidates`` (100) candidates: its ground truths (at most
-``max_truth`` = 5, the first ones in time: busy chat posts 20 in 5 s, and the
-protocol's reference numbers assume about 5 among 100), the 20 most frequent training messages,
-the 20 training messages nearest by TF-IDF to the ground truth, and random
-training messages to fill, shuffled. A training message equal to a ground
-truth after normalisation (``bot.safety.dedupe_key``) is never a distractor,
-so only real ground truths are flagged as correct. The sets are frozen to a
-seeded JSON file and every system is scored on the same sets.
+``max_truth`` = 5, the first ones in time: busy chat posts 20 messages in 5 s,
+and the protocol's reference numbers assume about 5 among 100), the 20 most
+frequent training messages, the 20 training messages nearest by TF-IDF to the
+ground truth, and random training messages to fill, shuffled. A training
+message equal (after ``bot.safety.dedupe_key`` normalisation) to any message
+of the window is never a distractor, so only messages really posted in the
+window are flagged as correct, and no message posted there is flagged wrong.
+The sets are frozen to a seeded JSON file and every system is scored on the
+same sets.
 
 ``evaluate`` runs rankers (``training.rankers``) over the points and gives,
 per system, Recall@1/5/10, mean rank and MRR of the best-ranked ground truth

@@ -46,7 +46,16 @@ log = logging.getLogger(__name__)
 
 STREAM_SOURCES = frozenset({"replay", "twitch", "live"})
 REPLY_STATUSES = frozenset({"posted", "blocked", "rate_limited", "failed"})
-TABLES = ("streams", "utterances", "chat_messages", "bot_replies", "training_pairs")
+FEEDBACK_MARKS = frozenset({"good", "bad"})
+TABLES = (
+    "streams",
+    "utterances",
+    "chat_messages",
+    "bot_replies",
+    "training_pairs",
+    "feedback",
+    "training_runs",
+)
 
 _INSERT = {
     "utterances": "INSERT INTO utterances (stream_id, start_s, end_s, text, created_at)"
@@ -57,6 +66,10 @@ _INSERT = {
     "replies": "INSERT INTO bot_replies (stream_id, offset_s, trigger, prompt, candidates,"
     " chosen, verdicts, status, in_reply_to, reply_to_user, latency_s, first_token_s, model,"
     " adapter, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "feedback": "INSERT INTO feedback (target_message_id, target_text, mark, by_user, source,"
+    " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+    "deleted": "UPDATE chat_messages SET deleted_at = ? WHERE message_id = ?"
+    " AND deleted_at IS NULL",
 }
 
 _ADVICE = (
@@ -96,6 +109,9 @@ class CommitCounts:
     utterances: int = 0
     chat: int = 0
     replies: int = 0
+    feedback: int = 0
+    deleted: int = 0
+    """Chat messages newly marked deleted."""
     duplicates: int = 0
     """Chat messages skipped because their ``message_id`` was already logged."""
 
@@ -316,6 +332,25 @@ class Store:
         )
         # fmt: on
         self._enqueue("replies", stream_id, row)
+
+    def add_feedback(
+        self,
+        stream_id: int,
+        target_message_id: str,
+        mark: str,
+        by_user: str,
+        source: str,
+        target_text: str | None = None,
+    ) -> None:
+        """Queue a moderator's mark (``good``/``bad``) on a message (never blocks)."""
+        if mark not in FEEDBACK_MARKS:
+            raise ValueError(f"mark must be one of {sorted(FEEDBACK_MARKS)}, not {mark!r}")
+        row = (target_message_id, target_text, mark, by_user, source, self._clock())
+        self._enqueue("feedback", stream_id, row)
+
+    def mark_deleted(self, stream_id: int, message_id: str) -> None:
+        """Queue: a moderator deleted this chat message; it never becomes a target."""
+        self._enqueue("deleted", stream_id, (self._clock(), message_id))
 
     async def wait_writable(self) -> None:
         """Return once fewer than ``max_pending`` rows are queued (at once, normally)."""

@@ -105,7 +105,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings(args.env_file)
     _setup_logging(settings.log_level, args.verbose)
     result = asyncio.run(
-        run_live(settings, run_for_s=args.run_for, display=Display(show_chat=not args.no_chat))
+        run_live(
+            settings,
+            run_for_s=args.run_for,
+            display=Display(show_chat=not args.no_chat),
+            env_file=args.env_file,
+        )
     )
     st = result.stats
     log.info(
@@ -181,11 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     from training.data_cli import add_data_commands
     from training.eval_cli import add_eval_command
+    from training.nightly_cli import add_nightly_commands
     from training.train_cli import add_train_command
 
     add_data_commands(sub)
     add_train_command(sub)
     add_eval_command(sub)
+    add_nightly_commands(sub)
 
     rp = sub.add_parser(
         "replay",

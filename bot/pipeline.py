@@ -91,6 +91,10 @@ class PipelineStats:
     """(end of the newest utterance in the prompt, reply ready), both stream time."""
     transcription_lag_s: list[float] = field(default_factory=list)
     """Stream time from the end of an utterance to its arrival in the inbox."""
+    preempted: int = 0
+    """Replies dropped mid-generation because the streamer said something newer."""
+    last_activity: float | None = None
+    """``time.monotonic()`` of the last chat message or utterance (is the stream live?)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +130,11 @@ class Pipeline:
         self.stats = PipelineStats()
         self.inbox: asyncio.Queue[InboxItem] = asyncio.Queue(maxsize=10_000)
         self._reply_task: asyncio.Task[None] | None = None
+        self._reply_trigger: str | None = None
+        self._in_engine = False
+        """The reply task is awaiting the engine (the only point where it may be pre-empted)."""
+        self._preempting = False
+        self._preempted_in_a_row = 0
         self._replies = 0
         self.paused = False
         """Paused by a moderator: everything is still logged, nothing is posted."""
@@ -176,12 +185,14 @@ class Pipeline:
 
     def _accept(self, item: ChatMessage | Utterance) -> None:
         p = self.parts
+        self.stats.last_activity = time.monotonic()
         if isinstance(item, Utterance):
             self.stats.utterances_in += 1
             self.stats.transcription_lag_s.append(max(0.0, p.clock.now() - item.end))
             self.context.add_utterance(item)
             p.store.add_utterance(p.stream_id, item)
             p.display.utterance(item)
+            self._maybe_preempt()
             return
         self.stats.chat_in += 1
         if not item.is_bot and item.user.casefold() in p.known_bots:
@@ -192,6 +203,26 @@ class Pipeline:
         p.store.add_chat(p.stream_id, item)
         p.display.chat(item)
 
+    def _maybe_preempt(self) -> None:
+        """Drop a reply still generating from older speech, so the next one hears this.
+
+        Only replies nobody asked for (burst, quiet) and only while the engine
+        works: nothing filtered, logged or posted is ever undone. At most one
+        pre-emption in a row, so continuous speech cannot starve the bot.
+        """
+        task = self._reply_task
+        if (
+            task is None
+            or task.done()
+            or not self._in_engine
+            or self._reply_trigger == "addressed"
+            or self._preempted_in_a_row >= 1
+        ):
+            return
+        log.debug("pre-empting the reply in flight: newer speech arrived")
+        self._preempting = True
+        task.cancel()
+
     def _maybe_reply(self) -> float | None:
         if self.paused:
             return None
@@ -201,19 +232,32 @@ class Pipeline:
             return decision.wake_at
         log.debug("replying at %.1f: %s", now, decision.reason)
         self.state = self.state.started(now, decision.target)
+        self._reply_trigger = decision.trigger
         self._reply_task = asyncio.create_task(self._reply(decision, now), name="reply")
         return None
 
     async def _reply(self, decision: Decision, now: float) -> None:
         posted_to: ChatMessage | None = None
+        preempted = False
         try:
             reply = await self._generate_reply(decision, now)
             if reply.status == "posted":
                 posted_to = decision.target
             self.parts.store.add_reply(self.parts.stream_id, reply)
             self.parts.display.reply(reply)
+        except asyncio.CancelledError:
+            if not self._preempting:
+                raise
+            preempted = True  # nothing was generated, so nothing to log
+            self.stats.preempted += 1
         finally:
-            self.state = self.state.finished(self.parts.clock.now(), answered=posted_to)
+            if preempted:
+                self.state = self.state.abandoned()
+                self._preempted_in_a_row += 1
+            else:
+                self.state = self.state.finished(self.parts.clock.now(), answered=posted_to)
+                self._preempted_in_a_row = 0
+            self._preempting = self._in_engine = False
             self.inbox.put_nowait(_Wake())
 
     def _recent_for_filter(self, now: float) -> list[ChatMessage]:
@@ -242,6 +286,7 @@ class Pipeline:
             top_p=s.top_p,
             seed=p.seed * 1_000_003 + self._replies,
         )
+        self._in_engine = True
         try:
             generation = await p.engine.generate(
                 p.engine.render_chat(prompt.system, prompt.user), options
@@ -252,6 +297,8 @@ class Pipeline:
             reply.status = "failed"
             self.stats.failed += 1
             return reply
+        finally:
+            self._in_engine = False
         reply.adapter = generation.adapter
         reply.first_token_s = generation.first_token_s
         ready = p.clock.now()

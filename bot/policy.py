@@ -129,6 +129,11 @@ class PolicyState:
             )
         return replace(self, generating=True, last_started=now, pending=pending)
 
+    def abandoned(self) -> PolicyState:
+        """The state once a reply was dropped before anything was generated or posted
+        (pre-empted by fresher speech): no cooldown starts, so the next one may go at once."""
+        return replace(self, generating=False)
+
     def finished(self, now: float, answered: ChatMessage | None = None) -> PolicyState:
         """The state once a reply attempt ended (posted or not).
 

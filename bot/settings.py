@@ -100,8 +100,8 @@ class AudioSettings(_Group):
     """CTranslate2 compute type (int8 on CPU, float16 on GPU)."""
     cpu_threads: int = 0
     """Whisper CPU threads (0: CTranslate2's default)."""
-    chunk_s: float = 1.0
-    """Seconds of audio handed to the transcriber per step."""
+    chunk_s: float = 0.5
+    """Seconds of audio handed to the transcriber per step (a pause is seen this much late)."""
     max_utterance_s: float = 12.0
     """Commit an utterance this long even without a pause."""
     silence_commit_s: float = 0.5
@@ -208,6 +208,44 @@ class ScheduleSettings(_Group):
     """Time zone of the cron expression."""
     only_when_offline: bool = True
     """Skip the retrain while the stream is live."""
+    good_command: str = "!good"
+    """Twitch: a moderator replies to a bot message with this to mark it good."""
+    bad_command: str = "!bad"
+    """Twitch: a moderator replies to a bot message with this to mark it bad (never learnt)."""
+    good_reaction: str = "👍"
+    """Discord: a moderator's reaction that marks a /chat answer good."""
+    bad_reaction: str = "👎"
+    """Discord: a moderator's reaction that marks a /chat answer bad."""
+    live_idle_minutes: float = 10.0
+    """The stream counts as live while chat or speech arrived within this many minutes."""
+    adapters_dir: str = "data/adapters"
+    """Versioned adapters and the pointer to the active one (active.json)."""
+    runs_dir: str = "data/runs/nightly"
+    """Work directories of retrain runs (datasets, logs, evaluation reports)."""
+    base_data: str | None = None
+    """Pairs dataset to always train on besides the logs (unset: the active adapter's)."""
+    preset: str = "cpu-tiny"
+    """Training preset of the retrain (see `chatling train --help`)."""
+    base_model: str | None = None
+    """Base model to train on (unset: the preset's, as served)."""
+    max_steps: int | None = None
+    """Cap on training steps per run (unset: the preset's epochs)."""
+    min_new_pairs: int = 50
+    """Fewer new pairs than this since the last run: skip training."""
+    min_preference_pairs: int = 8
+    """Moderator-marked preference pairs needed before the DPO step runs."""
+    eval_points: int = 200
+    """Held-out points the gate scores both adapters on."""
+    gate_generations: int = 32
+    """Sampled replies per adapter for the gate's blocked-share check."""
+    gate_blocked_margin: float = 0.05
+    """Blocked share the new adapter may exceed the current one's by."""
+    gate_perplexity_margin: float = 0.02
+    """Relative perplexity increase still accepted (sampling noise)."""
+    nice: int = 15
+    """CPU priority of the retrain process (0 normal, 19 lowest)."""
+    train_threads: int = 1
+    """CPU threads the retrain may use (leave the rest to the live bot)."""
 
 
 class Settings(BaseSettings):

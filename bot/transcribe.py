@@ -143,8 +143,11 @@ class StreamingTranscriber:
             # Silence: keep only a short tail so a word starting now keeps its onset.
             self._drop(max(0, self._buffer.size - keep_tail))
             return []
+        # A span's end already carries ``speech_pad_s`` of padding; the pause is
+        # counted from the end of the speech itself (0.2 s sooner a commit).
+        pad = int(self._options.speech_pad_s * SAMPLE_RATE)
         silence_needed = int(self._options.silence_commit_s * SAMPLE_RATE)
-        closed = [s for s in spans if s[1] + silence_needed <= self._buffer.size]
+        closed = [s for s in spans if s[1] - pad + silence_needed <= self._buffer.size]
         too_long = (self._buffer.size - spans[0][0]) >= self._options.max_utterance_s * SAMPLE_RATE
         if final:
             closed = spans

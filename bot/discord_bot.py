@@ -12,7 +12,16 @@ the bot keeps serving the next one.
 The command is registered (synced) at start: to ``DiscordSettings.guild_id``
 when set, which takes effect at once, else globally (Discord may take up to
 an hour to show a new global command). The bot needs only the ``bot`` and
-``applications.commands`` scopes and no privileged intents.
+``applications.commands`` scopes and no privileged intents (guilds and guild
+reactions).
+
+Feedback marks: given a ``store`` and ``stream_id``, a 👍 or 👎 reaction
+(``ScheduleSettings.good_reaction`` / ``bad_reaction``) on one of the last
+``REMEMBERED_ANSWERS`` ``/chat`` answers, by a member who may manage messages
+(or owns the server), is stored as ``Store.add_feedback(stream_id,
+"discord:<interaction id>", mark, <member name>, "discord", <answer text>)``:
+the same key the exchange's ``bot_replies.in_reply_to`` holds. Reactions by
+anyone else, or on other messages, are ignored (logged at debug).
 
 Lifetime: ``async with DiscordBot(settings, responder) as bot:`` returns once
 the gateway session is ready, and leaving the block closes it; or ``await
@@ -26,17 +35,21 @@ import asyncio
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import discord
 from discord import app_commands
 
-from bot.errors import ChatlingError, ConfigError, EngineError
+from bot.errors import ChatlingError, ConfigError, EngineError, StoreError
 from bot.responder import Answer
 from bot.settings import DiscordSettings
+
+if TYPE_CHECKING:
+    from bot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +58,8 @@ MAX_PROMPT_CHARS = 1000
 ERROR_TEXT = "Sorry, something went wrong on my side. Please try again in a moment."
 CLOSING_TEXT = "I'm restarting right now. Please try again in a minute."
 ENGINE_ERROR_TEXT = "Sorry, my language model failed on that one. Please try again in a moment."
+REMEMBERED_ANSWERS = 1000
+"""How many recent ``/chat`` answers moderators' reactions can still mark."""
 
 
 class Responder(Protocol):
@@ -82,6 +97,19 @@ class Cooldowns:
         return Cooldowns(self.cooldown_s, MappingProxyType(kept))
 
 
+def reaction_mark(emoji: str, good: str, bad: str) -> str | None:
+    """``"good"``, ``"bad"`` or ``None`` for a reaction (emoji variation selectors aside)."""
+
+    def plain(text: str) -> str:
+        return text.replace("\ufe0f", "").strip()
+
+    if good and plain(emoji) == plain(good):
+        return "good"
+    if bad and plain(emoji) == plain(bad):
+        return "bad"
+    return None
+
+
 def cooldown_text(wait_s: float) -> str:
     """The ephemeral answer to a user still cooling down."""
     seconds = max(1, math.ceil(wait_s))
@@ -89,15 +117,23 @@ def cooldown_text(wait_s: float) -> str:
 
 
 class _Client(discord.Client):
-    """The discord.py client: only the (unprivileged) guilds intent; registers ``/chat``
-    on login. Interactions arrive whatever the intents."""
+    """The discord.py client: only the (unprivileged) guilds and guild reactions intents;
+    registers ``/chat`` on login. Interactions arrive whatever the intents."""
 
-    def __init__(self, on_setup: Callable[[], Awaitable[None]]) -> None:
-        super().__init__(intents=discord.Intents(guilds=True))
+    def __init__(
+        self,
+        on_setup: Callable[[], Awaitable[None]],
+        on_reaction: Callable[[discord.RawReactionActionEvent], None],
+    ) -> None:
+        super().__init__(intents=discord.Intents(guilds=True, guild_reactions=True))
         self._on_setup = on_setup
+        self._on_reaction = on_reaction
 
     async def setup_hook(self) -> None:
         await self._on_setup()
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        self._on_reaction(payload)
 
 
 def _chat_command(bot: DiscordBot) -> app_commands.Command[None, ..., None]:
@@ -130,9 +166,16 @@ class DiscordBot:
         *,
         clock: Callable[[], float] = time.monotonic,
         shutdown_grace_s: float = 10.0,
+        store: Store | None = None,
+        stream_id: int | None = None,
+        good_reaction: str = "👍",
+        bad_reaction: str = "👎",
     ) -> None:
         """``shutdown_grace_s``: on close, how long commands in flight may finish
-        before they are cancelled (a cancelled generation is aborted)."""
+        before they are cancelled (a cancelled generation is aborted). ``store`` and
+        ``stream_id`` (both or neither): where moderators' reaction marks go."""
+        if (store is None) != (stream_id is None):
+            raise ValueError("give both store and stream_id, or neither")
         if not settings.token.get_secret_value().strip():
             raise ConfigError(
                 "Discord is not configured: set CHATLING_DISCORD__TOKEN to the bot token "
@@ -142,7 +185,7 @@ class DiscordBot:
         self._responder = responder
         self._clock = clock
         self.cooldowns = Cooldowns(settings.cooldown_s)
-        self.client = _Client(self._register_commands)
+        self.client = _Client(self._register_commands, self.handle_reaction)
         self.tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(self.client)
         self.tree.add_command(_chat_command(self))
         self.synced: list[app_commands.AppCommand] = []
@@ -153,6 +196,14 @@ class DiscordBot:
         self._inflight: set[asyncio.Task[object]] = set()
         self._closing = False
         self._grace_s = shutdown_grace_s
+        self._store = store
+        self._stream_id = stream_id
+        self._good = good_reaction
+        self._bad = bad_reaction
+        self._answers: OrderedDict[int, tuple[str, str]] = OrderedDict()
+        """Discord message id of a recent answer -> ("discord:<interaction id>", its text)."""
+        self.marked = 0
+        """Moderators' reaction marks recorded."""
 
     def __repr__(self) -> str:
         return f"<DiscordBot guild_id={self._settings.guild_id} answered={self.answered}>"
@@ -255,17 +306,47 @@ class DiscordBot:
             await interaction.response.send_message(cooldown_text(wait_s), ephemeral=True)
             return
         self.cooldowns = self.cooldowns.started(user.id, now)
-        await interaction.response.defer(thinking=True)
+        deferred = await interaction.response.defer(thinking=True)
+        key = f"discord:{interaction.id}"
         answer = await self._responder.answer(
-            user.name,
-            prompt,
-            display_name=user.display_name,
-            message_id=f"discord:{interaction.id}",
+            user.name, prompt, display_name=user.display_name, message_id=key
         )
         no_pings = discord.AllowedMentions.none()
-        await interaction.followup.send(answer.text, allowed_mentions=no_pings)
+        sent = await interaction.followup.send(answer.text, allowed_mentions=no_pings, wait=True)
         self.answered += 1
+        # Discord may show the answer in place of the "thinking" message: remember both ids.
+        self._remember(sent.id, key, answer.text)
+        if deferred is not None and deferred.message_id is not None:
+            self._remember(deferred.message_id, key, answer.text)
         log.info("/chat from %s answered (%s, %.2f s)", user.name, answer.status, answer.latency_s)
+
+    def _remember(self, message_id: int, key: str, text: str) -> None:
+        self._answers[message_id] = (key, text)
+        self._answers.move_to_end(message_id)
+        while len(self._answers) > REMEMBERED_ANSWERS:
+            self._answers.popitem(last=False)
+
+    def handle_reaction(self, payload: discord.RawReactionActionEvent) -> None:
+        """A reaction was added somewhere: store it if it is a moderator's mark on an answer."""
+        answer = self._answers.get(payload.message_id)
+        mark = reaction_mark(str(payload.emoji), self._good, self._bad)
+        if answer is None or mark is None or self._store is None or self._stream_id is None:
+            return
+        member = payload.member
+        if member is None or member.bot:
+            log.debug("ignoring a %s reaction outside a server or by a bot", mark)
+            return
+        if not member.guild_permissions.manage_messages:
+            log.debug("ignoring %s's %s reaction: may not manage messages", member.name, mark)
+            return
+        key, text = answer
+        try:
+            self._store.add_feedback(self._stream_id, key, mark, member.name, "discord", text)
+        except StoreError as exc:
+            log.error("could not log %s's %s mark on a /chat answer: %s", member.name, mark, exc)
+            return
+        self.marked += 1
+        log.info("moderator %s marked a /chat answer %s", member.name, mark)
 
     async def handle_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
@@ -297,4 +378,11 @@ class DiscordBot:
             log.warning("could not tell %s that /chat failed: %s", interaction.user.name, exc)
 
 
-__all__ = ["Cooldowns", "DiscordBot", "Responder", "cooldown_text"]
+__all__ = [
+    "REMEMBERED_ANSWERS",
+    "Cooldowns",
+    "DiscordBot",
+    "Responder",
+    "cooldown_text",
+    "reaction_mark",
+]

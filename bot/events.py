@@ -32,6 +32,10 @@ class ChatMessage:
     """Chat badges by set id (``broadcaster``, ``moderator``, ``vip``, ``subscriber``)."""
     parent_message_id: str | None = None
     """The message this one replies to (Twitch reply threads), if any."""
+    parent_text: str | None = None
+    """The text of the message replied to (Twitch sends it with the reply)."""
+    parent_user: str | None = None
+    """Login of the author of the message replied to."""
 
     @property
     def is_moderator(self) -> bool:

@@ -150,6 +150,7 @@ async def run_live(
         twitch = None
         if use_twitch:
             from bot.twitch.client import TwitchChat
+            from bot.twitch.commands import MarkCommands
 
             twitch = await stack.enter_async_context(
                 TwitchChat(
@@ -158,6 +159,11 @@ async def run_live(
                     stream_start=stream_start,
                     token_file=resolve_path(settings.twitch.token_file),
                     drop_backoff_s=settings.twitch.drop_backoff_s,
+                    store=store,
+                    stream_id=stream_id,
+                    marks=MarkCommands(
+                        settings.schedule.good_command, settings.schedule.bad_command
+                    ),
                 )
             )
             sources.append("twitch")
@@ -186,7 +192,8 @@ async def run_live(
                 async with asyncio.TaskGroup() as group:
                     if use_discord:
                         group.create_task(
-                            _run_discord(settings, parts, pipeline, extra), name="discord"
+                            _run_discord(settings, parts, pipeline, extra, store),
+                            name="discord",
                         )
                     if use_audio:
                         group.create_task(
@@ -232,7 +239,11 @@ class _StopRun(Exception):
 
 
 async def _run_discord(
-    settings: Settings, parts: PipelineParts, pipeline: Pipeline, extra: dict[str, Any]
+    settings: Settings,
+    parts: PipelineParts,
+    pipeline: Pipeline,
+    extra: dict[str, Any],
+    store: Store,
 ) -> None:
     from bot.discord_bot import DiscordBot
     from bot.responder import ChatResponder
@@ -247,7 +258,14 @@ async def _run_discord(
         context=lambda: pipeline.context.snapshot(parts.clock.now()),
         seed=parts.seed,
     )
-    bot = DiscordBot(settings.discord, responder)
+    bot = DiscordBot(
+        settings.discord,
+        responder,
+        store=store,
+        stream_id=parts.stream_id,
+        good_reaction=settings.schedule.good_reaction,
+        bad_reaction=settings.schedule.bad_reaction,
+    )
     extra["discord answers"] = lambda: bot.answered
     await bot.run()  # raises if the connection dies for good (e.g. a revoked token)
 

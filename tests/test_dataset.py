@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -476,3 +477,66 @@ async def test_from_db_builds_pairs_from_a_real_store_never_from_the_bot(
     junk.write_bytes(b"this is not a database at all" * 100)
     assert cli("data", "from-db", "--db", str(junk), "--out", str(out)) == 2
     assert "junk.sqlite: cannot read the database" in capsys.readouterr().err
+
+
+async def test_from_db_leaves_out_deleted_and_bad_marked_and_learns_good_bot_posts(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "live.sqlite"
+    async with Store.open(db) as store:
+        sid = await store.start_stream("Friday stream", "twitch", "annchan", "smol", None)
+        store.add_utterance(sid, Utterance(0.0, 3.0, "welcome back chat"))
+        chat = [
+            (5.0, "ann", "hi streamer", False),
+            (6.0, "bob", "you are all terrible", False),  # deleted by a moderator
+            (8.0, "chatling", "geese rule the pond", True),  # the bot, marked good
+            (9.0, "chatling", "honk at me", True),  # marked good by one, bad by another
+            (10.0, "chatling", "nobody marked this one", True),
+            (11.0, "cat", "buy followers here", False),  # marked bad
+            (30.0, "dan", "lol", False),
+        ]
+        for i, (t, user, text, is_bot) in enumerate(chat, 1):
+            store.add_chat(sid, ChatMessage(t, user, text, message_id=f"m{i}", is_bot=is_bot))
+        store.add_reply(
+            sid, Reply(7.5, "quiet", "p", chosen="geese rule the pond", status="posted")
+        )
+        store.mark_deleted(sid, "m2")
+        store.add_feedback(sid, "m3", "good", "mod1", "twitch", "geese rule the pond")
+        store.add_feedback(sid, "m4", "good", "mod1", "twitch", "honk at me")
+        store.add_feedback(sid, "m4", "bad", "mod2", "twitch", "honk at me")
+        store.add_feedback(sid, "m6", "bad", "mod1", "twitch", "buy followers here")
+        store.add_feedback(sid, "discord:42", "good", "mod1", "discord", "hi ann")
+    out = tmp_path / "ds"
+    assert cli("data", "from-db", "--db", str(db), "--out", str(out)) == 0
+    pairs = [Pair.from_row(r) for r in load_pairs(out)]
+    assert [(p.target, p.user) for p in pairs] == [
+        ("hi streamer", "ann"),
+        ("geese rule the pond", "chatling"),  # the bot's approved post is a target now
+        ("lol", "dan"),
+    ]
+    # Deleted and bad-marked messages are not even context; the approved post is.
+    assert pairs[2].chat == ("ann: hi streamer", "chatling: geese rule the pond")
+    stats = read_manifest(out)["sources"]["live-stream-1"]["stats"]["filters"]
+    assert stats["total"] == 4 and stats["kept"] == 3 and stats["bots"] == 1  # 3 left out
+
+
+async def test_from_db_reads_a_version_1_log_without_marks(tmp_path: Path) -> None:
+    import aiosqlite
+
+    from bot.store.migrations import load_migrations, migrate
+
+    db = tmp_path / "old.sqlite"
+    async with aiosqlite.connect(db, isolation_level=None) as conn:
+        assert await migrate(conn, db, load_migrations()[:1]) == [1]
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO streams (id, name, source, started_at) VALUES (1, 'old', 'twitch', 0)"
+        )
+        conn.executemany(
+            "INSERT INTO chat_messages (stream_id, offset_s, user, text, message_id, emotes,"
+            " is_bot, source, received_at) VALUES (1, ?, ?, ?, ?, '[]', ?, 'twitch', 0)",
+            [(5.0, "ann", "hi streamer", "m1", 0), (8.0, "chatling", "geese", "m2", 1)],
+        )
+    out = tmp_path / "ds"
+    assert cli("data", "from-db", "--db", str(db), "--out", str(out)) == 0
+    assert [Pair.from_row(r).target for r in load_pairs(out)] == ["hi streamer"]

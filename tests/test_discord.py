@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -21,7 +23,14 @@ import pytest_asyncio
 from pydantic import SecretStr
 
 from bot.context import ContextSnapshot
-from bot.discord_bot import ENGINE_ERROR_TEXT, ERROR_TEXT, Cooldowns, DiscordBot, cooldown_text
+from bot.discord_bot import (
+    ENGINE_ERROR_TEXT,
+    ERROR_TEXT,
+    Cooldowns,
+    DiscordBot,
+    cooldown_text,
+    reaction_mark,
+)
 from bot.errors import ConfigError, EngineError
 from bot.events import ChatMessage, Utterance
 from bot.prompt import PromptBuilder
@@ -29,7 +38,7 @@ from bot.responder import FALLBACK_TEXT, Answer, ChatResponder
 from bot.safety import SafetyFilter
 from bot.settings import DiscordSettings, ReplySettings
 from bot.store import Store
-from tests.fakes.discord_server import EPHEMERAL, FakeDiscord, Request
+from tests.fakes.discord_server import EPHEMERAL, MANAGE_MESSAGES, FakeDiscord, Request
 
 GUILD = 777_000_111
 pytestmark = pytest.mark.engine
@@ -210,6 +219,64 @@ async def test_failing_command_gets_a_private_error_and_the_bot_answers_the_next
     assert answered.flags == 0 and answered.body["content"].strip()
     assert "bug in the responder" in caplog.text  # logged, with its traceback
     assert "engine core died" in caplog.text
+
+
+# -- moderators' reactions -------------------------------------------------------------
+
+
+async def until(condition: Callable[[], bool], what: str, within_s: float = 30.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_moderator_reactions_on_chat_answers_are_stored(
+    engine: Any, fake: FakeDiscord, store: Store
+) -> None:
+    stream_id = await stream(store)
+    owner, mod_role = 9001, 555
+    responder = make_responder(engine, store, stream_id)
+    bot = DiscordBot(settings_for(fake), responder, store=store, stream_id=stream_id)
+    async with bot:
+        await fake.create_guild(GUILD, owner_id=owner, roles={mod_role: MANAGE_MESSAGES})
+        await until(lambda: bot.client.get_guild(GUILD) is not None, "the server in the cache")
+        sent = await fake.send_chat_command("tell me about geese", username="ann", guild_id=GUILD)
+        followup = await fake.wait_for(lambda r: r.kind == "followup" and r.token == sent.token)
+        answer_id = int(sent.messages[-1]["id"])  # the follow-up message the fake created
+        other = fake.snowflake()
+
+        async def react(emoji: str, user_id: int, name: str, *roles: int, on: int = 0) -> None:
+            await fake.add_reaction(
+                sent, on or answer_id, emoji, user_id=user_id, username=name, roles=roles
+            )
+
+        await react("👎", 4242, "ann")  # the asker, a plain member
+        await react("👎", 77, "viewer", 123)  # a member with a role that may not manage
+        await react("🎉", 78, "mod", mod_role)  # a moderator, but not a mark
+        await react("👍", 78, "mod", mod_role, on=other)  # a mark, on another message
+        await react("👍", 78, "mod", mod_role)  # counts
+        await react("👎", owner, "owner")  # the owner may, without any role: counts
+        await until(lambda: bot.marked == 2, "two marks")
+    await store.flush()
+    with sqlite3.connect(store.path) as db:
+        rows = db.execute(
+            "SELECT target_message_id, target_text, mark, by_user, source FROM feedback ORDER BY id"
+        ).fetchall()
+    text = followup.body["content"]
+    key = f"discord:{sent.id}"
+    assert rows == [(key, text, "good", "mod", "discord"), (key, text, "bad", "owner", "discord")]
+    (reply,) = await store.replies(stream_id)
+    assert reply["in_reply_to"] == key  # the mark finds its exchange
+
+
+def test_reaction_marks() -> None:
+    assert reaction_mark("👍", "👍", "👎") == "good"
+    assert reaction_mark("👎", "👍", "👎") == "bad"
+    assert reaction_mark("👍\ufe0f", "👍", "👎") == "good"  # a variation selector aside
+    assert reaction_mark("🎉", "👍", "👎") is None
+    assert reaction_mark("<:pog:123>", "👍", "👎") is None
 
 
 # -- lifetime and configuration ------------------------------------------------------

@@ -12,20 +12,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from pydantic import SecretStr
 
 from bot.errors import ConfigError
 from bot.events import ChatMessage
 from bot.settings import TwitchSettings
+from bot.store import Store
 from bot.twitch import auth
 from bot.twitch.client import TwitchChat
-from bot.twitch.commands import Command, parse_command
+from bot.twitch.commands import Command, MarkCommands, parse_command
 from bot.twitch.sink import SendGate, rate_limit_reset
 from tests.fakes.twitch_server import FakeTwitch
 
@@ -115,6 +118,8 @@ async def test_chat_message_arrives_with_its_fields_and_a_reply_is_posted(
             source="twitch",
             badges=("subscriber", "vip"),
             parent_message_id="parent-123",
+            parent_text="earlier message",
+            parent_user=fake.broadcaster.login,
         )
         assert 42.0 <= msg.offset < 100.0
 
@@ -390,6 +395,166 @@ async def test_inbox_attached_later_gets_what_was_held_in_order(
         await fake.send_chat("!chatling status", chatter="mod1", badges=["moderator"])
         await next_message(inbox)
         await until(lambda: control.calls == ["status"], "the attached control to be used")
+
+
+# -- 7. feedback marks and deletions (into a real SQLite store) ---------------------------------
+
+
+@pytest_asyncio.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with Store.open(tmp_path / "chatling.sqlite", flush_interval_s=0.05) as st:
+        yield st
+
+
+def feedback_rows(store: Store) -> list[tuple[object, ...]]:
+    """The feedback table as another reader of the SQLite file sees it."""
+    with sqlite3.connect(store.path) as db:
+        return db.execute(
+            "SELECT target_message_id, target_text, mark, by_user, source FROM feedback ORDER BY id"
+        ).fetchall()
+
+
+async def test_moderator_marks_on_the_bots_messages_are_stored(
+    fake: FakeTwitch, settings: TwitchSettings, tmp_path: Path, store: Store
+) -> None:
+    sid = await store.start_stream("live", "twitch", fake.broadcaster.login)
+    inbox: asyncio.Queue[ChatMessage] = asyncio.Queue(maxsize=100)
+    marks = MarkCommands(good="!good", bad="!Bad")
+    async with TwitchChat(
+        settings,
+        inbox,
+        time.time(),
+        token_file=tmp_path / "t.json",
+        store=store,
+        stream_id=sid,
+        marks=marks,
+    ):
+        bot = fake.bot.login
+        first = await fake.send_chat("geese are the best birds", chatter=bot)
+        second = await fake.send_chat("honk if you love honking", chatter=bot)
+        # Twitch puts "@<parent login>" before a reply's text; commands are case-blind.
+        await fake.send_chat(
+            f"@{bot} !bad that is not true",
+            chatter="mod1",
+            badges=["moderator"],
+            reply_to=first,
+            parent_login=bot,
+            parent_body="geese are the best birds",
+        )
+        await fake.send_chat(
+            "!GOOD",
+            chatter=fake.broadcaster.login,
+            badges=["broadcaster"],
+            reply_to=second,
+            parent_login=bot,
+            parent_body="honk if you love honking",
+        )
+        texts = [(await next_message(inbox)).text for _ in range(4)]
+        assert texts[2] == f"@{bot} !bad that is not true"  # still chat, on the inbox
+        await store.flush()
+        assert feedback_rows(store) == [
+            (first, "geese are the best birds", "bad", "mod1", "twitch"),
+            (second, "honk if you love honking", "good", fake.broadcaster.login, "twitch"),
+        ]
+    assert fake.chat_posts == []  # a mark gets no answer in chat
+
+
+async def test_marks_by_viewers_or_on_others_messages_are_ignored(
+    fake: FakeTwitch, settings: TwitchSettings, tmp_path: Path, store: Store
+) -> None:
+    sid = await store.start_stream("live", "twitch", fake.broadcaster.login)
+    inbox: asyncio.Queue[ChatMessage] = asyncio.Queue(maxsize=100)
+    chat_ = TwitchChat(
+        settings, inbox, time.time(), token_file=tmp_path / "t.json", store=store, stream_id=sid
+    )
+    async with chat_:
+        bot = fake.bot.login
+        post = await fake.send_chat("geese are the best birds", chatter=bot)
+        viewer = await fake.send_chat("i like ducks", chatter="viewer2")
+        reply = {"reply_to": post, "parent_login": bot, "parent_body": "geese are the best birds"}
+        for badges in ([], ["vip"], ["subscriber"]):  # not moderators
+            await fake.send_chat(f"@{bot} !bad", chatter="viewer9", badges=badges, **reply)
+        await fake.send_chat(  # a moderator, but on a viewer's message
+            "@viewer2 !bad", chatter="mod1", badges=["moderator"], reply_to=viewer,
+            parent_login="viewer2", parent_body="i like ducks",
+        )  # fmt: skip
+        await fake.send_chat("!bad", chatter="mod1", badges=["moderator"])  # not a reply
+        await fake.send_chat(f"@{bot} bad bot !bad", chatter="mod1", badges=["moderator"], **reply)
+        await fake.send_chat(f"@{bot} !bad", chatter=bot, badges=["moderator"], **reply)
+        # The one mark that counts, last: everything before it was seen and ignored.
+        await fake.send_chat(f"@{bot} !good", chatter="mod1", badges=["moderator"], **reply)
+        for _ in range(10):
+            await next_message(inbox)
+        await store.flush()
+        assert feedback_rows(store) == [
+            (post, "geese are the best birds", "good", "mod1", "twitch")
+        ]
+
+
+async def test_deleted_messages_are_stamped_in_the_store(
+    fake: FakeTwitch, settings: TwitchSettings, tmp_path: Path, store: Store
+) -> None:
+    sid = await store.start_stream("live", "twitch", fake.broadcaster.login)
+    inbox: asyncio.Queue[ChatMessage] = asyncio.Queue(maxsize=100)
+    chat_ = TwitchChat(
+        settings, inbox, time.time(), token_file=tmp_path / "t.json", store=store, stream_id=sid
+    )
+    async with chat_:
+        assert {s["type"] for s in fake.subscriptions} == {
+            "channel.chat.message",
+            "channel.chat.message_delete",
+        }
+        kept = await fake.send_chat("a fine message", chatter="viewer1")
+        gone = await fake.send_chat("something rude", chatter="viewer2")
+        for _ in range(2):  # the pipeline's part: log what chat says
+            store.add_chat(sid, await next_message(inbox))
+        await fake.delete_message(gone, chatter="viewer2")
+        await until(lambda: store.committed.deleted == 1, "the deletion in the store")
+        await fake.send_chat("after the deletion")
+        assert (await next_message(inbox)).text == "after the deletion"
+    with sqlite3.connect(store.path) as db:
+        rows = dict(db.execute("SELECT message_id, deleted_at FROM chat_messages").fetchall())
+    assert rows[kept] is None
+    assert rows[gone] is not None and abs(rows[gone] - time.time()) < 60
+
+
+async def test_refused_delete_subscription_is_one_warning_and_chat_goes_on(
+    fake: FakeTwitch,
+    settings: TwitchSettings,
+    tmp_path: Path,
+    store: Store,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.twitch")
+    fake.refuse_types = {"channel.chat.message_delete"}
+    sid = await store.start_stream("live", "twitch", fake.broadcaster.login)
+    inbox: asyncio.Queue[ChatMessage] = asyncio.Queue(maxsize=100)
+    chat_ = TwitchChat(
+        settings, inbox, time.time(), token_file=tmp_path / "t.json", store=store, stream_id=sid
+    )
+    async with chat_:
+        await fake.send_chat("still reading")
+        assert (await next_message(inbox)).text == "still reading"
+        await fake.close_sockets(code=4003)  # the supervisor subscribes again on a new socket
+        await until(lambda: len(fake.refused) == 2, "a second refused subscription")
+        await until(lambda: len(fake.subscriptions) == 2, "the chat resubscription")
+        await fake.send_chat("after the resubscription")
+        assert (await next_message(inbox)).text == "after the resubscription"
+    warnings = [
+        r for r in caplog.records if r.levelno == logging.WARNING and "deleted" in r.getMessage()
+    ]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "Twitch refused" in warnings[0].getMessage()
+
+
+def test_mark_commands_parse() -> None:
+    marks = MarkCommands()
+    assert marks.parse("!good") == "good"
+    assert marks.parse("@chatling_bot !BAD not funny") == "bad"
+    assert marks.parse("@chatling_bot good one") is None
+    assert marks.parse("!goodnight") is None
+    assert marks.parse("") is None and marks.parse("@someone") is None
+    assert MarkCommands(good="+1", bad="-1").parse("@x -1") == "bad"
 
 
 def test_parse_command() -> None:

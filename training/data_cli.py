@@ -12,13 +12,17 @@ of the CLI).
 into pairs and writes them into ``DIR`` as one source (re-ingesting the same
 VOD replaces it). ``from-db`` does the same for each stream of the bot's own
 SQLite log: viewers' messages are the targets; the bot's replies and bot
-accounts' messages never are. Both end with a summary on stdout; progress and
+accounts' messages never are, except a bot post a moderator marked good (and
+nobody bad): it becomes a target like a viewer's message. Messages moderators
+deleted or marked bad are left out altogether (logs of schema version 2 on;
+older logs have no marks). Both end with a summary on stdout; progress and
 logs go to stderr. ``bot/cli.py`` calls ``add_data_commands(subparsers)``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -204,10 +208,27 @@ def _key(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
+def _has_feedback(db: sqlite3.Connection) -> bool:
+    """Whether the log has moderators' marks and deletions (schema version 2 on)."""
+    return int(db.execute("PRAGMA user_version").fetchone()[0]) >= 2
+
+
+def from_db_filters(filters: FilterOptions) -> FilterOptions:
+    """``filters`` for the messages ``_db_stream`` reads: it already flags every message of
+    a bot account (``filters.bots``) as ``is_bot``, except posts moderators marked good,
+    which the name rule must not drop again."""
+    return dataclasses.replace(filters, bots=frozenset())
+
+
 def _db_stream(
     db: sqlite3.Connection, stream_id: int, bots: frozenset[str]
 ) -> tuple[list[ChatMessage], list[Segment]]:
-    """A stream's chat and speech; messages that copy a posted reply are marked bot."""
+    """A stream's chat and speech; messages that copy a posted reply are marked bot.
+
+    Messages moderators deleted or marked bad are left out; a message marked good
+    (and not bad) is never marked bot: the bot's approved posts become targets. Pass
+    ``from_db_filters(filters)`` to ``make_pairs`` so the name rule keeps them too.
+    """
     segments = [
         Segment(float(r["start_s"]), float(r["end_s"]), str(r["text"]))
         for r in db.execute(
@@ -222,15 +243,28 @@ def _db_stream(
         (stream_id,),
     ):
         posted.setdefault(_key(str(r["chosen"])), []).append(float(r["offset_s"]))
+    if _has_feedback(db):
+        sql = (
+            "SELECT m.offset_s, m.user, m.display_name, m.text, m.message_id, m.emotes,"
+            " m.is_bot, m.source, EXISTS (SELECT 1 FROM feedback AS f"
+            " WHERE f.target_message_id = m.message_id AND f.mark = 'good') AS approved"
+            " FROM chat_messages AS m WHERE m.stream_id = ? AND m.deleted_at IS NULL"
+            " AND NOT EXISTS (SELECT 1 FROM feedback AS f"
+            " WHERE f.target_message_id = m.message_id AND f.mark = 'bad')"
+            " ORDER BY m.offset_s, m.id"
+        )
+    else:
+        sql = (
+            "SELECT offset_s, user, display_name, text, message_id, emotes, is_bot, source,"
+            " 0 AS approved FROM chat_messages WHERE stream_id = ? ORDER BY offset_s, id"
+        )
     messages = []
-    for r in db.execute(
-        "SELECT offset_s, user, display_name, text, message_id, emotes, is_bot, source"
-        " FROM chat_messages WHERE stream_id = ? ORDER BY offset_s, id",
-        (stream_id,),
-    ):
+    for r in db.execute(sql, (stream_id,)):
         offset, text = float(r["offset_s"]), str(r["text"])
-        # The bot's own posts come back through chat; never learn them, even unflagged.
+        # The bot's own posts come back through chat; never learn them, even unflagged,
+        # unless a moderator marked the post good.
         echo = any(abs(offset - t) <= 60.0 for t in posted.get(_key(text), ()))
+        flagged = bool(r["is_bot"]) or echo or str(r["user"]).casefold() in bots
         try:
             emotes = tuple(json.loads(r["emotes"] or "[]"))
         except json.JSONDecodeError:
@@ -243,7 +277,7 @@ def _db_stream(
                 display_name=r["display_name"],
                 message_id=r["message_id"],
                 emotes=emotes,
-                is_bot=bool(r["is_bot"]) or echo or str(r["user"]).casefold() in bots,
+                is_bot=flagged and not r["approved"],
                 source=str(r["source"]),
             )
         )
@@ -274,7 +308,9 @@ def _cmd_from_db(args: argparse.Namespace) -> int:
         for stream in streams:
             messages, segments = _db_stream(db, int(stream["id"]), filters.bots)
             name = f"{slug(db_path.stem)}-stream-{stream['id']}"
-            pairs, report = make_pairs(messages, segments, name, align_options, filters)
+            pairs, report = make_pairs(
+                messages, segments, name, align_options, from_db_filters(filters)
+            )
             info = SourceInfo(
                 name=name,
                 kind="live",

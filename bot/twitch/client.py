@@ -5,7 +5,11 @@ twitch``, else ``CHATLING_TWITCH__BOT_TOKEN``; refreshed when Twitch rejects
 it), subscribes to ``channel.chat.message`` over twitchio 3's EventSub
 websocket, turns every notification into a ``bot.events.ChatMessage`` on the
 inbox, runs moderators' ``!chatling`` commands, and exposes ``.sink``
-(``TwitchSink``) for the pipeline's replies. How ``chatling run`` uses it::
+(``TwitchSink``) for the pipeline's replies. Given a ``store`` and
+``stream_id``, it also records moderators' ``!good`` / ``!bad`` replies to the
+bot's messages (``bot.twitch.commands``) and subscribes to
+``channel.chat.message_delete`` to stamp deleted messages in the store (a
+refused subscription is one warning; chat goes on). How ``chatling run`` uses it::
 
     async with TwitchChat(settings.twitch, None, stream_start=time.time()) as chat:
         pipeline = Pipeline(PipelineParts(..., sink=chat.sink, channel=chat.channel))
@@ -48,22 +52,25 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import twitchio
 from pydantic import SecretStr
-from twitchio.eventsub import ChatMessageSubscription
+from twitchio.eventsub import ChatMessageDeleteSubscription, ChatMessageSubscription
 from twitchio.eventsub.websockets import Websocket
 
 from bot.control import BotControl
-from bot.errors import ConfigError
+from bot.errors import ConfigError, StoreError
 from bot.events import ChatMessage
 from bot.settings import TwitchSettings
 from bot.twitch import auth
 from bot.twitch.auth import SecretRedactor, Tokens, TwitchError, redact
-from bot.twitch.commands import ModeratorCommands
+from bot.twitch.commands import MarkCommands, ModeratorCommands
 from bot.twitch.sink import TwitchSink
+
+if TYPE_CHECKING:
+    from bot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +80,11 @@ HANDOVER_MAX_S = 5.0
 """... or after this long at most."""
 BACKLOG_WARN = 1_000
 _STOP = object()
+
+
+class _Deleted(str):
+    """A deleted message's id on the buffer: stamped in the store in order, after the
+    message itself went to the inbox (whose consumer stores it)."""
 
 
 def _point_twitchio_at(settings: TwitchSettings) -> None:
@@ -96,6 +108,8 @@ def to_chat_message(
 ) -> ChatMessage:
     """One ``channel.chat.message`` notification as a chatling ``ChatMessage``."""
     user = (event.chatter.name or "").lower()
+    reply = event.reply
+    parent_user = (reply.parent_user.name or "").lower() if reply else ""
     return ChatMessage(
         offset=offset,
         user=user,
@@ -106,7 +120,9 @@ def to_chat_message(
         is_bot=user == bot_login or user in known_bots,
         source="twitch",
         badges=tuple(b.set_id for b in event.badges),
-        parent_message_id=event.reply.parent_message_id if event.reply else None,
+        parent_message_id=reply.parent_message_id if reply else None,
+        parent_text=reply.parent_message_body if reply else None,
+        parent_user=parent_user or None,
     )
 
 
@@ -206,7 +222,13 @@ class TwitchChat:
         drop_backoff_s: float = 30.0,
         keepalive_timeout_s: int = 10,
         drain_timeout_s: float = 5.0,
+        store: Store | None = None,
+        stream_id: int | None = None,
+        marks: MarkCommands | None = None,
     ) -> None:
+        """``store`` + ``stream_id``: record moderators' marks (``marks``) and deletions."""
+        if (store is None) != (stream_id is None):
+            raise ValueError("give both store and stream_id, or neither")
         self.settings = settings
         self.inbox = inbox
         """Where messages go; ``None`` holds them until ``attach``."""
@@ -224,6 +246,10 @@ class TwitchChat:
         self.received = 0
         """Messages handed to the inbox."""
         self._control = control
+        self._store = store
+        self._stream_id = stream_id
+        self._marks = marks or MarkCommands()
+        self._delete_warned = False
         self._redactor = SecretRedactor()
         self._redactor.add(settings.client_secret.get_secret_value())
         self._stack = contextlib.AsyncExitStack()
@@ -330,6 +356,8 @@ class TwitchChat:
         client.add_listener(self._on_message, event="event_message")
         client.add_listener(self._on_token_refreshed, event="event_token_refreshed")
         client.add_listener(self._on_socket_closed, event="event_websocket_closed")
+        if self._store is not None:
+            client.add_listener(self._on_message_delete, event="event_message_delete")
         access, refresh = (
             tokens.access_token.get_secret_value(),
             tokens.refresh_token.get_secret_value(),
@@ -354,7 +382,15 @@ class TwitchChat:
             helix_base=twitchio.http.Route.BASE,
             drop_backoff_s=self.drop_backoff_s,
         )
-        self._commands = ModeratorCommands(self.settings.command_prefix, self._sink, self._control)
+        self._commands = ModeratorCommands(
+            self.settings.command_prefix,
+            self._sink,
+            self._control,
+            marks=self._marks,
+            store=self._store,
+            stream_id=self._stream_id,
+            bot_login=self.bot_login,
+        )
         self._tg = await self._stack.enter_async_context(asyncio.TaskGroup())
         await self._subscribe()
         self._forwarder = self._tg.create_task(self._forward(), name="twitch-chat-forwarder")
@@ -459,6 +495,30 @@ class TwitchChat:
             except BaseException:
                 await socket.close()
                 raise
+        if self._store is not None:
+            await self._subscribe_deletions(socket)
+
+    async def _subscribe_deletions(self, socket: Websocket) -> None:
+        """``channel.chat.message_delete`` on ``socket``; a refusal is warned about, once."""
+        assert self._client is not None
+        try:
+            with self._twitch_errors("subscribing to deleted messages in #" + self.channel):
+                await self._client.subscribe_websocket(
+                    ChatMessageDeleteSubscription(
+                        broadcaster_user_id=self.broadcaster_id, user_id=self.bot_id
+                    ),
+                    token_for=self.bot_id,
+                    socket_id=socket.session_id,
+                )
+        except TwitchError as exc:
+            level = logging.DEBUG if self._delete_warned else logging.WARNING
+            self._delete_warned = True
+            log.log(
+                level,
+                "%s; messages moderators delete will not be stamped in the log "
+                "(they may still become training targets)",
+                exc,
+            )
 
     async def _drain(self) -> None:
         """Hand what was read to the inbox before leaving (bounded by ``drain_timeout_s``)."""
@@ -483,11 +543,22 @@ class TwitchChat:
             item = await self._buffer.get()
             if item is _STOP:
                 return
+            if isinstance(item, _Deleted):
+                self._stamp_deleted(item)
+                continue
             assert self.inbox is not None
             await self.inbox.put(item)
             self.received += 1
             if self._buffer.empty():
                 self._warn_at = BACKLOG_WARN
+
+    def _stamp_deleted(self, message_id: str) -> None:
+        if self._store is None or self._stream_id is None:
+            return
+        try:
+            self._store.mark_deleted(self._stream_id, str(message_id))
+        except StoreError as exc:
+            log.error("could not log that message %s was deleted: %s", message_id, exc)
 
     async def _supervise(self) -> None:
         """Resubscribe on a fresh socket when twitchio gave its socket up for good."""
@@ -536,6 +607,8 @@ class TwitchChat:
             log.warning("Twitch chat backlog: %d messages wait for the inbox", self._buffer.qsize())
             self._warn_at *= 2
         commands, tg = self._commands, self._tg
+        if commands is not None and not self._closing:
+            commands.record_mark(message)
         if (
             commands is not None
             and tg is not None
@@ -543,6 +616,12 @@ class TwitchChat:
             and commands.wants(message)
         ):
             tg.create_task(commands.handle(message))
+
+    async def _on_message_delete(self, payload: twitchio.ChatMessageDelete) -> None:
+        if str(payload.broadcaster.id) != self.broadcaster_id or not payload.message_id:
+            return
+        log.debug("a moderator deleted message %s of %s", payload.message_id, payload.user.name)
+        self._buffer.put_nowait(_Deleted(payload.message_id))
 
     async def _on_token_refreshed(self, payload: Any) -> None:
         if self._tokens is None or str(payload.user_id) != self.bot_id:

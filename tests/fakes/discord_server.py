@@ -7,8 +7,9 @@ interaction callback (``POST /interactions/{id}/{token}/callback``, with
 ``with_response``), follow-ups (``POST /webhooks/{app}/{token}``) and the
 original response (``GET/PATCH/DELETE /webhooks/{app}/{token}/messages/@original``);
 and the gateway websocket (``/ws``): HELLO, IDENTIFY (token checked), READY,
-heartbeat ACKs, then any dispatch a test asks for, e.g. an ``INTERACTION_CREATE``
-for ``/chat``. Every REST request is recorded in order. Like Discord, it
+heartbeat ACKs, then any dispatch a test asks for: an ``INTERACTION_CREATE``
+for ``/chat``, a ``GUILD_CREATE`` (the server, its roles and owner) or a
+``MESSAGE_REACTION_ADD`` by a member. Every REST request is recorded in order. Like Discord, it
 refuses a second acknowledgement of one interaction (40060) and a follow-up
 before the acknowledgement (10015), and answers with ``Content-Type:
 application/json`` exactly (discord.py only decodes that). Payload shapes
@@ -48,6 +49,10 @@ API = "/api/v10"
 DISCORD_EPOCH_MS = 1_420_070_400_000
 EPHEMERAL = 64
 """Message flag: only the user who ran the command sees it."""
+MANAGE_MESSAGES = 1 << 13
+"""Permission bit: may delete and pin others' messages (what a moderator role has)."""
+GUILD_MESSAGE_REACTIONS = 1 << 10
+"""Gateway intent: without it Discord sends no ``MESSAGE_REACTION_ADD`` in servers."""
 
 
 def _now() -> str:
@@ -128,6 +133,8 @@ class FakeDiscord:
         self.requests: list[Request] = []
         self.identifies = 0
         """IDENTIFY payloads received with the right token."""
+        self.intents = 0
+        """The gateway intents of the last IDENTIFY."""
         self.bad_identifies = 0
         self.heartbeats = 0
         self.commands: dict[int | None, list[dict[str, Any]]] = {}
@@ -367,6 +374,78 @@ class FakeDiscord:
 
         return await self._run(go)
 
+    async def create_guild(
+        self, guild_id: int, *, owner_id: int, roles: dict[int, int] | None = None
+    ) -> None:
+        """Dispatch ``GUILD_CREATE``: the bot joined ``guild_id``, owned by ``owner_id``,
+        with ``roles`` (role id -> permission bits) besides @everyone (no permissions)."""
+        everyone = {guild_id: 0}
+        role_list = [
+            {"id": str(rid), "name": "@everyone" if rid == guild_id else f"role-{rid}",
+             "permissions": str(perms), "position": 0 if rid == guild_id else 1,
+             "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0}
+            for rid, perms in {**everyone, **(roles or {})}.items()
+        ]  # fmt: skip
+        data = {
+            "id": str(guild_id),
+            "name": "fake server",
+            "owner_id": str(owner_id),
+            "roles": role_list,
+            "channels": [],
+            "members": [],
+            "member_count": 3,
+            "features": [],
+            "emojis": [],
+            "stickers": [],
+            "unavailable": False,
+        }
+        await self._run(lambda: self._dispatch("GUILD_CREATE", data))
+
+    async def add_reaction(
+        self,
+        sent: SentInteraction,
+        message_id: int,
+        emoji: str,
+        *,
+        user_id: int,
+        username: str,
+        roles: tuple[int, ...] = (),
+    ) -> None:
+        """Dispatch ``MESSAGE_REACTION_ADD``: a member of ``sent``'s server reacted with the
+        unicode ``emoji`` on ``message_id`` in ``sent``'s channel. Like Discord, nothing is
+        sent to a client that did not ask for the guild reactions intent."""
+        if sent.guild_id is not None and not self.intents & GUILD_MESSAGE_REACTIONS:
+            return
+        user = {
+            "id": str(user_id),
+            "username": username,
+            "discriminator": "0",
+            "global_name": None,
+            "avatar": None,
+        }
+        data: dict[str, Any] = {
+            "user_id": str(user_id),
+            "channel_id": str(sent.channel_id),
+            "message_id": str(message_id),
+            "emoji": {"id": None, "name": emoji},
+            "burst": False,
+            "type": 0,
+            "message_author_id": str(self.app_id),
+        }
+        if sent.guild_id is not None:
+            data["guild_id"] = str(sent.guild_id)
+            data["member"] = {
+                "user": user,
+                "roles": [str(r) for r in roles],
+                "joined_at": _now(),
+                "deaf": False,
+                "mute": False,
+                "flags": 0,
+                "pending": False,
+                "nick": None,
+            }
+        await self._run(lambda: self._dispatch("MESSAGE_REACTION_ADD", data))
+
     async def _dispatch(self, event: str, data: dict[str, Any]) -> None:
         ws = self._identified
         if ws is None or ws.closed:
@@ -406,6 +485,7 @@ class FakeDiscord:
             await ws.close(code=4004, message=b"Authentication failed.")
             return
         self.identifies += 1
+        self.intents = int(data.get("intents") or 0)
         self._identified = ws
         self._seq += 1
         ready = {
@@ -599,4 +679,4 @@ def _resolve(future: asyncio.Future[Any], value: Any) -> None:
         future.set_result(value)
 
 
-__all__ = ["EPHEMERAL", "FakeDiscord", "Request", "SentInteraction"]
+__all__ = ["EPHEMERAL", "MANAGE_MESSAGES", "FakeDiscord", "Request", "SentInteraction"]

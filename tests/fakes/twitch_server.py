@@ -4,11 +4,13 @@ Serves what chatling's Twitch client touches: id.twitch.tv (``/oauth2/validate``
 ``/oauth2/token`` for refresh and device-code grants, ``/oauth2/device``),
 Helix (``/helix/users``, ``/helix/eventsub/subscriptions``,
 ``/helix/chat/messages``) and the EventSub websocket (``/ws``: welcome,
-keepalives, notifications, ``session_reconnect``). It records every
+keepalives, notifications of ``channel.chat.message`` and
+``channel.chat.message_delete``, ``session_reconnect``). It records every
 connection, subscription and posted chat message, and can be scripted:
 answers to sends, a flood of notifications, a closed or aborted socket, a
-reconnect request. It runs in a thread so its timing (keepalives, floods) does
-not depend on the client's event loop, like the real server.
+reconnect request, refused subscription types. It runs in a thread so its
+timing (keepalives, floods) does not depend on the client's event loop, like
+the real server.
 
 Usage::
 
@@ -101,6 +103,10 @@ class FakeTwitch:
         self.subscriptions: list[dict[str, Any]] = []
         self.chat_posts: list[ChatPost] = []
         self.send_script: deque[tuple[int, dict[str, Any], dict[str, str]]] = deque()
+        self.refuse_types: set[str] = set()
+        """Subscription types refused with 403 (as Twitch does when a scope is missing)."""
+        self.refused: list[str] = []
+        """The subscription types refused so far."""
         """Answers to the next sends: (status, json body, headers); empty -> success."""
         self.token_requests: list[dict[str, str]] = []
         self.token_queries: list[dict[str, str]] = []
@@ -205,9 +211,15 @@ class FakeTwitch:
     def live_conns(self) -> list[Conn]:
         return [c for c in self.conns if not c.closed]
 
-    def _chat_target(self) -> Conn | None:
-        subscribed = [c for c in self.live_conns() if c.subscriptions]
+    def _chat_target(self, kind: str = "channel.chat.message") -> Conn | None:
+        subscribed = [
+            c for c in self.live_conns() if any(s["type"] == kind for s in c.subscriptions)
+        ]
         return subscribed[-1] if subscribed else None
+
+    def _user_id(self, login: str) -> str:
+        known = next((u.id for u in self.users.values() if u.login == login), None)
+        return known or str(5000 + abs(hash(login)) % 1000)
 
     async def send_chat(self, text: str, **fields: Any) -> str:
         """A ``channel.chat.message`` notification to the subscribed socket; its message id."""
@@ -221,6 +233,27 @@ class FakeTwitch:
             return str(event["message_id"])
 
         return await self.run(go)
+
+    async def delete_message(self, message_id: str, *, chatter: str = "viewer1") -> None:
+        """A ``channel.chat.message_delete`` notification: a moderator deleted ``message_id``."""
+
+        async def go() -> None:
+            conn = self._chat_target("channel.chat.message_delete")
+            if conn is None:
+                raise RuntimeError("no websocket holds a channel.chat.message_delete subscription")
+            b = self.broadcaster
+            event = {
+                "broadcaster_user_id": b.id,
+                "broadcaster_user_login": b.login,
+                "broadcaster_user_name": b.display_name,
+                "target_user_id": self._user_id(chatter),
+                "target_user_login": chatter,
+                "target_user_name": chatter.capitalize(),
+                "message_id": message_id,
+            }
+            await self._send(conn, self._notification(conn, event, "channel.chat.message_delete"))
+
+        await self.run(go)
 
     async def flood(self, count: int, seconds: float, prefix: str = "flood") -> None:
         """``count`` notifications spread evenly over ``seconds`` (keepalives keep going)."""
@@ -299,9 +332,12 @@ class FakeTwitch:
         badges: Iterable[str] = (),
         emotes: Iterable[str] = (),
         reply_to: str | None = None,
+        parent_login: str | None = None,
+        parent_body: str = "earlier message",
         message_id: str | None = None,
     ) -> dict[str, Any]:
-        """The ``event`` of a ``channel.chat.message`` notification."""
+        """The ``event`` of a ``channel.chat.message`` notification; ``reply_to`` makes it a
+        reply to that message id, by ``parent_login`` (default: the broadcaster)."""
         emote_set = set(emotes)
         fragments: list[dict[str, Any]] = []
         for i, word in enumerate(text.split(" ")):
@@ -327,12 +363,17 @@ class FakeTwitch:
                 fragments.append(_fragment("text", piece))
         reply = None
         if reply_to:
+            parent = parent_login or self.broadcaster.login
+            parent_name = next(
+                (u.display_name for u in self.users.values() if u.login == parent),
+                parent.capitalize(),
+            )
             reply = {
                 "parent_message_id": reply_to,
-                "parent_message_body": "earlier message",
-                "parent_user_id": self.broadcaster.id,
-                "parent_user_name": self.broadcaster.display_name,
-                "parent_user_login": self.broadcaster.login,
+                "parent_message_body": parent_body,
+                "parent_user_id": self._user_id(parent),
+                "parent_user_name": parent_name,
+                "parent_user_login": parent,
                 "thread_message_id": reply_to,
                 "thread_user_id": self.broadcaster.id,
                 "thread_user_name": self.broadcaster.display_name,
@@ -371,12 +412,14 @@ class FakeTwitch:
         }
         return {"metadata": {**metadata, **meta}, "payload": payload}
 
-    def _notification(self, conn: Conn, event: dict[str, Any]) -> dict[str, Any]:
-        sub = next(s for s in conn.subscriptions if s["type"] == "channel.chat.message")
+    def _notification(
+        self, conn: Conn, event: dict[str, Any], kind: str = "channel.chat.message"
+    ) -> dict[str, Any]:
+        sub = next(s for s in conn.subscriptions if s["type"] == kind)
         return self._message(
             "notification",
             {"subscription": sub, "event": event},
-            subscription_type="channel.chat.message",
+            subscription_type=kind,
             subscription_version="1",
         )
 
@@ -473,6 +516,16 @@ class FakeTwitch:
         if self._bearer(request) is None:
             return web.json_response({"status": 401, "message": "Invalid OAuth token"}, status=401)
         body = await request.json()
+        if body.get("type") in self.refuse_types:
+            self.refused.append(body["type"])
+            return web.json_response(
+                {
+                    "error": "Forbidden",
+                    "status": 403,
+                    "message": "subscription missing proper authorization",
+                },
+                status=403,
+            )
         session_id = body.get("transport", {}).get("session_id")
         conn = next((c for c in self.live_conns() if c.session_id == session_id), None)
         if conn is None:

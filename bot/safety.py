@@ -9,6 +9,8 @@ blocked with a short machine-readable reason. It blocks
 - ``command``: anything Twitch or a chat bot could run (``/ban``, ``!cmd``,
   also behind leading punctuation, and IRC-style ``.timeout``);
 - ``mention:<user>``: an ``@user`` other than the viewer being answered;
+- ``personal_data``: phone, card or ID numbers, e-mail addresses (also
+  spelled ``jane [at] example [dot] org``) and street addresses;
 - ``link``: URLs, ``www.``, bare domains (``bit.ly``) and spelled-out ones
   (``evil dot com``, ``evil(.)com``);
 - ``blocked_term:<term>``: a term of the block list, after normalising
@@ -56,8 +58,12 @@ _HOMOGLYPHS = str.maketrans(
         "ᴇ": "e", "ꜰ": "f", "ɢ": "g", "ʜ": "h", "ɪ": "i", "ᴊ": "j", "ᴋ": "k", "ʟ": "l",
         "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p", "ʀ": "r", "ꜱ": "s", "ᴛ": "t", "ᴜ": "u",
         "ᴠ": "v", "ᴡ": "w", "ʏ": "y", "ᴢ": "z",
+        # Cyrillic and Armenian letters found missing by tests/hardening.
+        "є": "e", "օ": "o", "ս": "u", "հ": "h", "ո": "n", "ց": "g",
         # Full stops that NFKD does not turn into ".".
         "。": ".", "｡": ".", "․": ".",
+        # Negative circled and squared letters, regional indicators (🅺, 🆈, 🇸).
+        **{chr(base + i): chr(97 + i) for base in (0x1F150, 0x1F170, 0x1F1E6) for i in range(26)},
     }
 )  # fmt: skip
 
@@ -76,7 +82,7 @@ _LETTERS = re.compile(r"[a-z]+")
 _TLDS = (
     "com|net|org|io|gg|tv|ly|co|xyz|ru|info|biz|app|dev|ai|live|site|online|shop|store|"
     "club|top|link|click|uk|de|fr|cn|jp|ca|au|nl|pl|br|tk|ml|ga|cf|gq|ws|cc|su|pw|vip|"
-    "win|bet|cam|page|blog|tech|gl|gd|li|vc|eu|nz|kr|tw|hk|sg|ch|se"
+    "win|bet|cam|page|blog|tech|gl|gd|li|vc|eu|nz|kr|tw|hk|sg|ch|se|be|me|gift|zip"
 )
 _SPELLED_TLDS = "com|net|org|io|gg|tv|ly|co|xyz|ru|info|biz|uk|de"
 _DOMAIN = r"\b[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
@@ -97,7 +103,25 @@ _COMMAND_WORDS = (
 )
 # "/" or "!" first, even behind quotes or punctuation (". /ban"); "</3" is a heart.
 _COMMAND = re.compile(rf"^[\s.,;:'\"`~*_\-(\[{{>|\\]*[/!]|^\s*\.(?:{_COMMAND_WORDS})\b")
-_MENTION = re.compile(r"(?<![\w@])@([a-z0-9_]{1,25})")
+_MENTION = re.compile(r"(?<!\w)@+([a-z0-9_]{1,25})")  # "@@user" pings too
+# Personal data. Phone/card/ID numbers are judged on their digits (``_number_is_personal``).
+_NUMBER = re.compile(r"(?<![\w.,])(?:\+\s?)?\(?\d+\)?(?:[ .-]\(?\d+\)?)*(?![\w])")
+_AT = r"(?:\s*@\s*|\s*[(\[{<]\s*at\s*[)\]}>]\s*)"
+_DOT = r"(?:\s*\.\s*|\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+)"
+_EMAIL = re.compile(
+    rf"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{{2,}}\b"
+    rf"|\b[a-z0-9._%+-]+{_AT}[a-z0-9-]+(?:{_DOT}[a-z0-9-]+)*{_DOT}(?:{_TLDS})\b"
+    rf"|\b[a-z0-9._%+-]+\s+at\s+[a-z0-9-]+\s+dot\s+(?:{_TLDS})\b"  # jane at example dot com
+)
+_STOP = r"(?!(?:on|in|at|of|the|my|your|his|her|our|their|this|that|down|up|across|a|an)\b)"
+_ADDRESS = re.compile(
+    rf"\b\d{{1,5}}[a-z]?,?\s+(?:{_STOP}[a-z]+\s+){{1,3}}"
+    r"(?:street|avenue|boulevard|terrace|crescent|highway)\b"
+)
+_ADDRESS_CASED = re.compile(  # on the un-casefolded text: "42 Wallaby Way", "4 PRIVET DRIVE"
+    r"\b\d{1,5}[A-Za-z]?,?\s+(?:[A-Z][A-Za-z]+\s+){1,3}"
+    r"(?i:st|ave|rd|road|blvd|lane|ln|drive|dr|way|place|pl|court|ct|close|loop)\b"
+)
 _QUOTES = {'"': '"', "'": "'", "“": "”", "”": "”", "‘": "’", "„": "“", "«": "»", "`": "`"}
 
 
@@ -179,7 +203,9 @@ def _compile_term(term: str) -> tuple[str, str] | None:
     folded = fold(body.strip("*"))
     if not re.search("[a-z]", folded):
         return None  # digits alone ("1488") never match: numbers are not leetspeak
-    words = _LETTERS.findall(folded.translate(_VARIANTS[0]))
+    # A digit between letters is a word of its own ("follow4follow" ~ "follow 4 follow").
+    spaced = re.sub(r"(?<=[a-z])(\d+)(?=[a-z])", r" \1 ", folded)
+    words = _LETTERS.findall(spaced.translate(_VARIANTS[0]))
     core = "[ ]?".join(_word_pattern(w) for w in words)
     last = words[-1]
     plural = "(?:e?s+|z+)?" if last.endswith(("s", "x", "z", "ch", "sh")) else "(?:s+|z+)?"
@@ -187,9 +213,54 @@ def _compile_term(term: str) -> tuple[str, str] | None:
     return bounded, "".join(_word_pattern(w) for w in words)
 
 
+def _join_spread(folded: str) -> str:
+    """Runs of three or more single characters joined up: ``e v i l . c o m`` -> ``evil.com``."""
+    return re.sub(r"(?<!\S)\S(?: \S(?!\S)){2,}", lambda m: m.group().replace(" ", ""), folded)
+
+
+def _has_link(folded: str) -> bool:
+    return _LINK.search(folded) is not None or _LINK.search(_join_spread(folded)) is not None
+
+
 def contains_link(text: str) -> bool:
     """Whether ``text`` holds a URL, a bare domain or a spelled-out one."""
-    return _LINK.search(fold(text)) is not None
+    return _has_link(fold(text))
+
+
+def _number_is_personal(match: str) -> bool:
+    """Whether a run of digit groups reads as a phone, card or ID number.
+
+    Counts, scores, dates, decimals and round or repeated numbers do not.
+    """
+    groups = re.findall(r"\d+", match)
+    digits = "".join(groups)
+    if len(set(digits)) < 4 or not 9 <= len(digits) <= 19:
+        return False
+    if len(groups) > 2 and all(int(b) == int(a) + 1 for a, b in itertools.pairwise(groups)):
+        return False  # counting: "1 2 3 4 5 6 7 8 9 10"
+    if all((int(b) - int(a)) % 10 == 1 for a, b in itertools.pairwise(digits)):
+        return False  # a run of digits: "0123456789"
+    if match.lstrip().startswith("+"):
+        return True  # international number
+    if len(groups) == 1:
+        return 10 <= len(digits) <= 15  # bare digits: a phone number without spaces
+    if all(len(g) == 1 for g in groups):
+        return 10 <= len(digits) <= 15  # spread-out digits
+    return len(groups) >= 3 and all(len(g) >= 2 for g in groups[1:])
+
+
+def contains_personal_data(text: str) -> bool:
+    """Whether ``text`` holds a phone/card/ID number, an e-mail or a street address."""
+    folded = fold(text)
+    digits = "".join(
+        str(unicodedata.digit(ch)) if unicodedata.category(ch) == "Nd" else ch for ch in folded
+    )
+    if any(_number_is_personal(m.group()) for m in _NUMBER.finditer(digits)):
+        return True
+    if _EMAIL.search(folded) or _ADDRESS.search(digits):
+        return True
+    cased = unicodedata.normalize("NFKC", text)
+    return _ADDRESS_CASED.search(cased) is not None
 
 
 def dedupe_key(text: str) -> str:
@@ -324,7 +395,9 @@ class SafetyFilter:
         for name in _MENTION.findall(folded):
             if name != allowed:
                 return f"mention:{name}"
-        if _LINK.search(folded):  # as contains_link, on the text folded once
+        if contains_personal_data(text):
+            return "personal_data"
+        if _has_link(folded):  # as contains_link, on the text folded once
             return "link"
         if _TEMPLATE_ECHO.search(text):
             # The model copied the prompt's scaffolding instead of writing chat.

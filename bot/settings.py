@@ -9,11 +9,13 @@ environment.
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from bot.errors import ConfigError
 
@@ -273,15 +275,59 @@ class Settings(BaseSettings):
 
 
 def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
-    """Read settings once; turn validation errors into one clear ``ConfigError``."""
+    """Read settings once; turn every problem with them into one clear ``ConfigError``."""
+    source = f" (from {env_file} and the environment)" if env_file else ""
     try:
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
-        source = f" (from {env_file} and the environment)" if env_file else ""
         raise ConfigError(f"invalid settings{source}: {problems}") from None
+    except UnicodeDecodeError as exc:
+        raw = Path(env_file).read_bytes() if env_file else b""
+        try:
+            raw.decode("utf-8")
+            at = exc.start
+        except UnicodeDecodeError as again:
+            at = again.start
+        line = raw[:at].count(b"\n") + 1
+        raise ConfigError(
+            f"{env_file} (line {line}, byte {at}): not UTF-8 text; save the settings file as UTF-8"
+        ) from None
+    except SettingsError as exc:
+        # A JSON value (a list, or a whole group) that does not parse.
+        field = re.search(r'field "(\w+)"', str(exc))
+        where = _bad_json_value(env_file, field.group(1)) if field else None
+        raise ConfigError(
+            f"invalid settings{source}: {where or exc}: not valid JSON; write lists as "
+            '["a", "b"] and groups as {"key": value}'
+        ) from None
+
+
+def _bad_json_value(env_file: str | Path | None, field: str) -> str | None:
+    """``KEY (file line N)`` of the first value of ``field`` that is not valid JSON."""
+    prefix = f"CHATLING_{field.upper()}"
+    found: list[tuple[str, str, str]] = [
+        (key, value, "the environment")
+        for key, value in os.environ.items()
+        if key.upper().startswith(prefix)
+    ]
+    if env_file and Path(env_file).is_file():
+        lines = Path(env_file).read_text("utf-8").splitlines()
+        for number, line in enumerate(lines, start=1):
+            key, sep, value = line.strip().removeprefix("export ").partition("=")
+            value = value.strip().strip("'\"")
+            if sep and key.strip().upper().startswith(prefix):
+                found.append((key.strip(), value, f"{env_file} line {number}"))
+    for key, value, where in found:
+        if value[:1] not in "[{" and "__" in key.upper().removeprefix("CHATLING_"):
+            continue  # a plain value of a nested key: not parsed as JSON
+        try:
+            json.loads(value)
+        except ValueError:
+            return f"{key} ({where})"
+    return None
 
 
 def masked_settings(settings: Settings) -> dict[str, Any]:

@@ -208,6 +208,11 @@ def load_json(path: Path) -> Any:
         ) from None
     except RecursionError:
         raise ChatLogError(path, None, "JSON nested too deeply to be a chat log") from None
+    except ValueError:  # Python refuses numbers of more than 4300 digits
+        raise ChatLogError(path, None, _HUGE_NUMBER) from None
+
+
+_HUGE_NUMBER = "a number with more than 4300 digits: the file is damaged or not a chat log"
 
 
 def json_error(path: Path, exc: json.JSONDecodeError, line: int = 0) -> ChatLogError:
@@ -246,6 +251,8 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
             ) from None
         except RecursionError:
             raise ChatLogError(path, f"line {number}", "JSON nested too deeply") from None
+        except ValueError:  # Python refuses numbers of more than 4300 digits
+            raise ChatLogError(path, f"line {number}", _HUGE_NUMBER) from None
 
 
 # --------------------------------------------------------------------------- sniffing
@@ -285,7 +292,7 @@ def _object_keys(text: str, pos: int) -> tuple[str, ...]:
             if text[pos : pos + 1] != ",":
                 break
             pos = _skip_ws(text, pos + 1)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # JSONDecodeError, or a number of 4300+ digits
         pass  # the head ends inside this value
     return tuple(keys)
 
@@ -303,7 +310,7 @@ def peek_json(head: bytes) -> JsonHead | None:
         if text[item_pos : item_pos + 1] not in ("]", ""):
             try:
                 first, _ = _DECODER.raw_decode(text, item_pos)
-            except (json.JSONDecodeError, RecursionError):
+            except (ValueError, RecursionError):
                 first = None
         keys = tuple(first) if isinstance(first, dict) else ()
         return JsonHead("array", keys, first)
@@ -311,7 +318,7 @@ def peek_json(head: bytes) -> JsonHead | None:
         return None
     try:
         value, end = _DECODER.raw_decode(text, pos)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
         return JsonHead("object", _object_keys(text, pos))
     if text[_skip_ws(text, end) :][:1] == "{":
         return JsonHead("lines", tuple(value), value)
@@ -358,8 +365,13 @@ def type_name(value: Any) -> str:
 
 def seconds(path: Path, where: str | None, field: str, value: Any) -> float:
     """``value`` as a finite number of seconds, or a ``ChatLogError`` saying what it was."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)  # an integer past 1e308 overflows
+        except OverflowError:
+            number = math.inf
+        if math.isfinite(number):
+            return number
     if value is None:
         raise ChatLogError(path, where, f"no {field}: every message needs its time")
     raise ChatLogError(

@@ -59,7 +59,7 @@ def _starts(locations: Any) -> list[int]:
     starts = []
     for location in locations:
         start = str(location).split("-", 1)[0].strip()
-        if start.isdigit():
+        if start.isascii() and start.isdigit() and len(start) <= 9:
             starts.append(int(start))
     return starts
 

@@ -76,7 +76,7 @@ def resolve_zone(name: str) -> tzinfo | None:
         return fixed_zone(-delta if sign == "-" else delta)
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
         return None
 
 

@@ -26,7 +26,10 @@ def hms(seconds: float) -> str:
 
 
 def _utc(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, ValueError, OSError):  # past year 9999: a damaged time
+        return f"UNIX time {seconds:.0f} (not a date)"
 
 
 def _time_lines(info: ChatLogInfo) -> list[str]:

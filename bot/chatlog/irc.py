@@ -80,6 +80,8 @@ def irc_emotes(tag: str | None, text: str) -> tuple[str, ...]:
     size = len(text)
     for group in tag.split("/"):
         for first, last in _RANGE.findall(group.partition(":")[2]):
+            if len(first) > 9 or len(last) > 9:
+                continue  # past any message; int() refuses 4300+ digits
             begin, end = int(first), int(last)
             if begin <= end < size:
                 name = text[begin : end + 1].strip()
@@ -132,7 +134,7 @@ def irc_moderation(irc: IrcLine, offset: float) -> ModerationEvent | None:
     if target is None:
         return ModerationEvent(offset, "clear")
     duration = irc.tags.get("ban-duration", "")
-    if duration.isdigit():
+    if duration.isascii() and duration.isdigit():  # not "²": isdigit takes it, float does not
         return ModerationEvent(offset, "timeout", target, duration=float(duration))
     return ModerationEvent(offset, "ban", target)
 
@@ -140,7 +142,9 @@ def irc_moderation(irc: IrcLine, offset: float) -> ModerationEvent | None:
 def sent_seconds(path: Path, where: str, tags: Mapping[str, str]) -> float:
     """The ``tmi-sent-ts`` tag in UNIX seconds, or a ``ChatLogError`` when it is missing."""
     sent = tags.get("tmi-sent-ts", "")
-    if not sent.isdigit():
+    if sent and not (sent.isascii() and sent.isdigit() and len(sent) <= 15):
+        raise ChatLogError(path, where, f"tmi-sent-ts {sent[:24]!r} is not a time in milliseconds")
+    if not sent:
         raise ChatLogError(
             path,
             where,

@@ -280,8 +280,8 @@ def _tags(item: Mapping[str, Any]) -> dict[str, str]:
 def _item_time(path: Path, where: str, item: Mapping[str, Any]) -> float:
     """UNIX seconds: the ``tmi-sent-ts`` tag (ms), else ``timestamp`` (RFC 3339)."""
     sent = _tags(item).get("tmi-sent-ts", "")
-    if sent.isdigit():
-        return int(sent) / 1000
+    if sent.isascii() and sent.isdigit():  # not "²": isdigit takes it, int does not
+        return sent_seconds(path, where, {"tmi-sent-ts": sent})
     stamp = item.get("timestamp")
     if not isinstance(stamp, str):
         raise ChatLogError(path, where, f"timestamp is {type_name(stamp)}, expected RFC 3339 text")
@@ -321,6 +321,6 @@ def _json_moderation(
     duration = _tags(item).get("ban-duration", "")
     if user is None:
         return ModerationEvent(offset, "clear")
-    if duration.isdigit():
+    if duration.isascii() and duration.isdigit():
         return ModerationEvent(offset, "timeout", user, duration=float(duration))
     return ModerationEvent(offset, "ban", user)

@@ -31,7 +31,7 @@ def _check_version(path: Path, data: dict[str, Any]) -> None:
     if not isinstance(version, str):
         return
     major = version.split(".", 1)[0]
-    if major.isdigit() and int(major) > NEWEST_TESTED_MAJOR:
+    if major.isascii() and major.isdigit() and int(major[:9]) > NEWEST_TESTED_MAJOR:
         logger.warning(
             "%s: TwitchDownloader file version %s is newer than chatling knows (1.x); "
             "reading it as 1.x",

@@ -56,7 +56,7 @@ class AdapterWatcher:
         except ConfigError as exc:
             log.error("%s; keeping adapter %s", exc, self.serving or "none (base model)")
             return False
-        if wanted == self.serving or wanted == self.refused:
+        if wanted == self.serving or (wanted is not None and wanted == self.refused):
             return False
         path = self.registry.path_of(wanted) if wanted else None
         try:

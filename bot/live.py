@@ -25,12 +25,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bot.adapter_watch import AdapterWatcher
+from bot.adapters import AdapterRegistry
 from bot.app import build_limiter, build_safety
 from bot.clock import StreamClock
 from bot.display import Display
 from bot.engine import VllmEngine, resolve_model
 from bot.errors import ConfigError
 from bot.events import ChatMessage
+from bot.nightly_schedule import NightlyScheduler
 from bot.pipeline import EndOfStream, Pipeline, PipelineParts, PipelineStats
 from bot.prompt import PromptBuilder
 from bot.settings import Settings, resolve_path
@@ -96,8 +99,14 @@ async def run_live(
     run_for_s: float | None = None,
     status_interval_s: float = 60.0,
     display: Display | None = None,
+    env_file: str | None = ".env",
+    schedule_trigger: Any = None,
+    adapter_poll_s: float = 2.0,
 ) -> LiveResult:
-    """Run the bot live until a signal (or ``run_for_s``) stops it."""
+    """Run the bot live until a signal (or ``run_for_s``) stops it.
+
+    ``schedule_trigger`` replaces the cron trigger of the nightly retrain (tests).
+    """
     use_twitch = twitch_configured(settings)
     use_discord = bool(settings.discord.token.get_secret_value())
     use_audio = settings.audio.enabled
@@ -137,6 +146,10 @@ async def run_live(
         finally:
             if loading is not None:
                 whisper_model = await loading
+        watcher = AdapterWatcher(
+            AdapterRegistry(resolve_path(settings.schedule.adapters_dir)), engine, adapter_poll_s
+        )
+        await watcher.sync()  # the pointer file, when there is one, wins over model.adapter
         stream_start = time.time()
         clock = StreamClock(1.0)
         title = f"live {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
@@ -183,6 +196,18 @@ async def run_live(
             known_bots=frozenset(b.casefold() for b in settings.twitch.known_bots),
         )
         pipeline = Pipeline(parts)
+        if settings.schedule.enabled:
+            idle_s = settings.schedule.live_idle_minutes * 60.0
+
+            def is_live() -> bool:
+                last = pipeline.stats.last_activity
+                return last is not None and time.monotonic() - last < idle_s
+
+            await stack.enter_async_context(
+                NightlyScheduler(
+                    settings.schedule, is_live, env_file=env_file, trigger=schedule_trigger
+                )
+            )
         if twitch is not None:
             twitch.attach(pipeline.inbox, control=pipeline)
         extra: dict[str, Any] = {}
@@ -212,6 +237,7 @@ async def run_live(
         async with asyncio.TaskGroup() as tg:
             feeding = tg.create_task(feed(), name="sources")
             status = tg.create_task(_report_status(pipeline, status_interval_s, extra))
+            watching = tg.create_task(watcher.run(), name="adapter-watch")
             running = tg.create_task(pipeline.run(), name="reply-loop")
 
             def stop() -> None:
@@ -224,6 +250,7 @@ async def run_live(
                 await running
             finally:
                 status.cancel()
+                watching.cancel()
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
         await store.end_stream(stream_id)

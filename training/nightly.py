@@ -289,7 +289,7 @@ def export_pairs(
 ) -> tuple[int, list[str]]:
     """Write the pairs of streams active since ``since`` into the dataset ``out``."""
     from training.align import AlignOptions
-    from training.data_cli import _connect_read_only, _db_stream
+    from training.data_cli import _connect_read_only, _db_stream, from_db_filters
     from training.dataset import SourceInfo, write_source
     from training.filters import FilterOptions, make_pairs
 
@@ -306,7 +306,7 @@ def export_pairs(
                 continue
             messages, segments = _db_stream(db, int(stream["id"]), filters.bots)
             name = f"live-stream-{stream['id']}"
-            pairs, report = make_pairs(messages, segments, name, align, filters)
+            pairs, report = make_pairs(messages, segments, name, align, from_db_filters(filters))
             info = SourceInfo(
                 name=name,
                 kind="live",

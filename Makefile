@@ -11,11 +11,12 @@ MODELS := data/models/.provisioned
 HAS_CUDA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 EXTRA := $(if $(HAS_CUDA),cuda,cpu)
 
-.PHONY: setup demo test test-all lint bench clean-models help
+.PHONY: setup demo test test-all test-hardening lint bench clean-models help
 
 help:
 	@echo "make demo   - set up, then replay the demo stream through the whole pipeline"
 	@echo "make test   - set up, then run the test suite"
+	@echo "make test-hardening - the full hardening suites (load, faults, hostile chat, fuzzing, secrets)"
 	@echo "make lint   - ruff check + format check"
 	@echo "make bench  - run the benchmarks in bench/ (minutes)"
 
@@ -42,6 +43,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# Full load and fault runs; their numbers go to tests/hardening/results/.
+test-hardening: setup
+	CHATLING_HARDENING_FULL=1 $(PY) -m pytest -q -s tests/hardening
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check bot training tests bench scripts

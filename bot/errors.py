@@ -58,5 +58,9 @@ class TwitchError(ChatlingError):
     """Twitch refused us (bad/revoked token, missing permission, unknown channel)."""
 
 
+class TwitchAuthError(TwitchError):
+    """Twitch rejects the bot's token and refuses to refresh it: re-authorise the bot."""
+
+
 class AudioDeviceError(ChatlingError):
     """No audio server answers, or the named audio device does not exist."""

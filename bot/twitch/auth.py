@@ -34,7 +34,7 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
-from bot.errors import TwitchError
+from bot.errors import TwitchAuthError, TwitchError
 from bot.settings import resolve_path
 
 log = logging.getLogger(__name__)
@@ -253,7 +253,9 @@ async def refresh(
         form["client_secret"] = client_secret.get_secret_value()
     status, body = await _post_form(session, f"{id_base}oauth2/token", form)
     if status != 200 or "access_token" not in body:
-        raise TwitchError(
+        # 4xx: the refresh token itself is refused (revoked); 5xx: Twitch's trouble.
+        error = TwitchAuthError if 400 <= status < 500 else TwitchError
+        raise error(
             f"Twitch refused to refresh the bot's token (HTTP {status}: "
             f"{_twitch_message(body, tokens.secrets())}); run `chatling auth twitch` again"
         )

@@ -37,7 +37,16 @@ refresh. What is added here:
   meanwhile; ``_HandoverWebsocket`` keeps reading the old socket until the
   new one is welcomed and the old one falls quiet;
 - a supervisor that resubscribes on a fresh socket (with backoff) when
-  twitchio gives a socket up for good (close codes 4001/4003, a revocation);
+  twitchio gives a socket up for good (close codes 4001/4003, a revocation),
+  or when twitchio's own resubscription after a reconnect failed (a socket
+  with no subscription would otherwise stay open and silent); if Twitch
+  rejects the bot's token and its refresh, the supervisor stops reading
+  (``failed``, one error: run ``chatling auth twitch``) instead of retrying;
+- a malformed frame (JSON that is not an EventSub message) is logged and
+  skipped; twitchio's reader would otherwise die on it and the socket go deaf;
+  and the reader yields to the event loop after every frame (a flood arrives
+  in bursts that it would otherwise parse in one go);
+- every request to Twitch is bounded by ``request_timeout_s``;
 - duplicate deliveries (Twitch sends at least once) are dropped by message id;
 - twitchio's loggers are scrubbed of the bot's tokens (``SecretRedactor``).
 """
@@ -47,6 +56,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -61,7 +71,7 @@ from twitchio.eventsub import ChatMessageDeleteSubscription, ChatMessageSubscrip
 from twitchio.eventsub.websockets import Websocket
 
 from bot.control import BotControl
-from bot.errors import ConfigError, StoreError
+from bot.errors import ConfigError, StoreError, TwitchAuthError
 from bot.events import ChatMessage
 from bot.settings import TwitchSettings
 from bot.twitch import auth
@@ -79,6 +89,8 @@ HANDOVER_QUIET_S = 0.5
 HANDOVER_MAX_S = 5.0
 """... or after this long at most."""
 BACKLOG_WARN = 1_000
+RESUBSCRIBE_PAUSE_S = 2.0
+"""After twitchio's resubscription on a reconnected socket failed, wait this long."""
 _STOP = object()
 
 
@@ -126,14 +138,60 @@ def to_chat_message(
     )
 
 
+class _YieldingFrames:
+    """An aiohttp websocket whose ``receive`` lets the event loop run between frames."""
+
+    __slots__ = ("_ws",)
+
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ws, name)
+
+    async def receive(self, *args: Any) -> Any:
+        message = await self._ws.receive(*args)
+        await asyncio.sleep(0)
+        return message
+
+
 class _HandoverWebsocket(Websocket):
     """twitchio's EventSub websocket, reading on through a ``session_reconnect``."""
 
-    __slots__ = ("_handing_over",)
+    __slots__ = ("_bad_frames", "_handing_over")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._handing_over = False
+        self._bad_frames = 0
+
+    async def _listen(self) -> None:
+        # twitchio reads buffered frames without yielding: during a flood one step
+        # of its reader would parse hundreds of them and stall the loop.
+        if self._socket is not None and not isinstance(self._socket, _YieldingFrames):
+            self._socket = _YieldingFrames(self._socket)  # type: ignore[assignment]
+        # twitchio skips non-JSON frames and unknown message types itself, but JSON
+        # without EventSub's metadata raises out of its reader and ends it.
+        while True:
+            try:
+                return await super()._listen()
+            except (KeyError, TypeError, AttributeError) as exc:
+                self._bad_frames += 1
+                level = logging.WARNING if self._bad_frames == 1 else logging.DEBUG
+                log.log(level, "skipped a malformed frame from Twitch (%r)", exc)
+
+    async def _resubscribe(self) -> None:
+        await super()._resubscribe()
+        if not self._subscriptions:
+            # Every resubscription failed (twitchio logged why): a socket without
+            # subscriptions hears nothing. Close it so the supervisor starts afresh,
+            # after a pause (Twitch just refused; at once would be refused again).
+            log.warning(
+                "resubscribing after a reconnect failed; subscribing on a new socket in %.0f s",
+                RESUBSCRIBE_PAUSE_S,
+            )
+            await asyncio.sleep(RESUBSCRIBE_PAUSE_S)
+            await self.close()
 
     async def _process_reconnect(self, data: Any) -> None:
         if self._handing_over:
@@ -222,6 +280,7 @@ class TwitchChat:
         drop_backoff_s: float = 30.0,
         keepalive_timeout_s: int = 10,
         drain_timeout_s: float = 5.0,
+        request_timeout_s: float = 15.0,
         store: Store | None = None,
         stream_id: int | None = None,
         marks: MarkCommands | None = None,
@@ -238,6 +297,8 @@ class TwitchChat:
         self.drop_backoff_s = drop_backoff_s
         self.keepalive_timeout_s = keepalive_timeout_s
         self.drain_timeout_s = drain_timeout_s
+        self.request_timeout_s = request_timeout_s
+        """Longest wait for one answer from Twitch (login, subscription, refresh)."""
         self.channel = settings.channel.lower().lstrip("#")
         self.known_bots = frozenset(b.casefold() for b in settings.known_bots)
         self.bot_login = settings.bot_login.lower()
@@ -269,6 +330,8 @@ class TwitchChat:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._warn_at = BACKLOG_WARN
         self._closing = False
+        self.failed: TwitchAuthError | None = None
+        """Set when Twitch refused the bot's token for good (chat is then no longer read)."""
 
     # -- public -------------------------------------------------------------------------
 
@@ -340,7 +403,9 @@ class TwitchChat:
     async def _start(self) -> None:
         self._redactor.attach("twitchio")
         self._stack.callback(self._redactor.detach)
-        self._session = await self._stack.enter_async_context(aiohttp.ClientSession())
+        self._session = await self._stack.enter_async_context(
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.request_timeout_s))
+        )
         tokens = await self._login_tokens()
         self._tokens = _TokenBox(self, tokens)
         self.bot_id = tokens.user_id
@@ -363,9 +428,10 @@ class TwitchChat:
             tokens.refresh_token.get_secret_value(),
         )
         with self._twitch_errors("logging in to Twitch"):
-            await client.login(token=access, load_tokens=False, save_tokens=False)
-            await client.add_token(access, refresh)
-            users = await client.fetch_users(logins=[self.channel])
+            async with asyncio.timeout(self.request_timeout_s * 3):
+                await client.login(token=access, load_tokens=False, save_tokens=False)
+                await client.add_token(access, refresh)
+                users = await client.fetch_users(logins=[self.channel])
         if not users:
             raise ConfigError(
                 f"Twitch has no channel {self.channel!r}: check CHATLING_TWITCH__CHANNEL"
@@ -391,8 +457,8 @@ class TwitchChat:
             stream_id=self._stream_id,
             bot_login=self.bot_login,
         )
+        await self._subscribe()  # before the task group: its errors come out as they are
         self._tg = await self._stack.enter_async_context(asyncio.TaskGroup())
-        await self._subscribe()
         self._forwarder = self._tg.create_task(self._forward(), name="twitch-chat-forwarder")
         self._supervisor = self._tg.create_task(self._supervise(), name="twitch-chat-supervisor")
         log.info("reading Twitch chat of #%s as %s", self.channel, self.bot_login)
@@ -456,7 +522,7 @@ class TwitchChat:
     async def _refresh(self, tokens: Tokens) -> Tokens:
         assert self._session is not None
         if not tokens.refresh_token.get_secret_value():
-            raise TwitchError(
+            raise TwitchAuthError(
                 "the bot's token expired and there is no refresh token: run `chatling auth twitch`"
             )
         secret = self.settings.client_secret
@@ -482,16 +548,18 @@ class TwitchChat:
             keep_alive_timeout=self.keepalive_timeout_s,
         )
         with self._twitch_errors("subscribing to the chat of #" + self.channel):
-            await socket.connect(fail_once=True)
+            async with asyncio.timeout(self.request_timeout_s):
+                await socket.connect(fail_once=True)
             client._websockets[self.bot_id][str(socket.session_id)] = socket
             try:
-                await client.subscribe_websocket(
-                    ChatMessageSubscription(
-                        broadcaster_user_id=self.broadcaster_id, user_id=self.bot_id
-                    ),
-                    token_for=self.bot_id,
-                    socket_id=socket.session_id,
-                )
+                async with asyncio.timeout(self.request_timeout_s):
+                    await client.subscribe_websocket(
+                        ChatMessageSubscription(
+                            broadcaster_user_id=self.broadcaster_id, user_id=self.bot_id
+                        ),
+                        token_for=self.bot_id,
+                        socket_id=socket.session_id,
+                    )
             except BaseException:
                 await socket.close()
                 raise
@@ -503,13 +571,14 @@ class TwitchChat:
         assert self._client is not None
         try:
             with self._twitch_errors("subscribing to deleted messages in #" + self.channel):
-                await self._client.subscribe_websocket(
-                    ChatMessageDeleteSubscription(
-                        broadcaster_user_id=self.broadcaster_id, user_id=self.bot_id
-                    ),
-                    token_for=self.bot_id,
-                    socket_id=socket.session_id,
-                )
+                async with asyncio.timeout(self.request_timeout_s):
+                    await self._client.subscribe_websocket(
+                        ChatMessageDeleteSubscription(
+                            broadcaster_user_id=self.broadcaster_id, user_id=self.bot_id
+                        ),
+                        token_for=self.bot_id,
+                        socket_id=socket.session_id,
+                    )
         except TwitchError as exc:
             level = logging.DEBUG if self._delete_warned else logging.WARNING
             self._delete_warned = True
@@ -574,12 +643,26 @@ class TwitchChat:
                 try:
                     await self._subscribe()
                     break
+                except TwitchAuthError as exc:
+                    self._give_up(exc)
+                    return
                 except TwitchError as exc:
                     log.error(
                         "could not resubscribe to Twitch chat (%s); next try in %.0f s", exc, delay
                     )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)
+
+    def _give_up(self, exc: TwitchAuthError) -> None:
+        """Twitch refuses the bot's token for good: stop reading and sending, say why once."""
+        self.failed = exc
+        if self._sink is not None:
+            self._sink.gate.block(math.inf, "the bot's token was revoked")
+        log.error(
+            "Twitch chat stopped: %s. Nothing more is read or sent until you run "
+            "`chatling auth twitch` and restart chatling",
+            exc,
+        )
 
     def _has_live_socket(self) -> bool:
         assert self._client is not None
@@ -651,18 +734,30 @@ class TwitchChat:
         try:
             yield
         except twitchio.HTTPException as exc:
-            raise TwitchError(self._explain(doing, exc)) from None
-        except (twitchio.TwitchioException, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            error = TwitchAuthError if _token_refused(exc) else TwitchError
+            raise error(self._explain(doing, exc)) from None
+        except TimeoutError:
+            raise TwitchError(
+                f"{doing} failed: Twitch did not answer within {self.request_timeout_s:.0f} s; "
+                "check the network, or try again later"
+            ) from None
+        except (twitchio.TwitchioException, aiohttp.ClientError, OSError) as exc:
             text = redact(str(exc), self._redactor.secrets)
             raise TwitchError(f"{doing} failed ({type(exc).__name__}: {text})") from None
 
     def _explain(self, doing: str, exc: twitchio.HTTPException) -> str:
         extra = exc.extra if isinstance(exc.extra, dict) else {}
         said = redact(str(extra.get("message") or ""), self._redactor.secrets)
-        if exc.status == 401:
+        if _token_refused(exc):
             return f"{doing}: Twitch rejected the bot's token ({said}); run `chatling auth twitch`"
         if exc.status == 403:
             return f"{doing}: Twitch refused ({said}). " + auth.grant_instructions(
                 self.bot_login, self.channel
             )
         return f"{doing} failed: Twitch answered HTTP {exc.status} ({said})"
+
+
+def _token_refused(exc: twitchio.HTTPException) -> bool:
+    """Twitch rejected the token (401), or refused to refresh it (4xx from oauth2/token)."""
+    path = str(getattr(exc.route, "path", "") or "")
+    return exc.status == 401 or (path.endswith("oauth2/token") and 400 <= exc.status < 500)

@@ -5,7 +5,9 @@ Implements ``bot.sinks.ChatSink``: ``send`` returns True only when Twitch says
 raises: a refusal (``is_sent: false`` with a ``drop_reason``, or HTTP 403)
 pauses sending for ``drop_backoff_s``; HTTP 429 pauses until Twitch's
 ``Ratelimit-Reset`` (unix seconds); 5xx and network errors just fail that one
-message. A 401 refreshes the token once and retries.
+message. A 401 refreshes the token once and retries; if Twitch refuses the
+refresh too (the authorisation was revoked), nothing more is sent, ever, by
+this sink: one error says to run ``chatling auth twitch``.
 
 Besides the pipeline's own (stricter) limiter, the sink keeps a last-line
 guard at Twitch's hard chat limit (20 messages per 30 s, 100 as moderator or
@@ -20,6 +22,7 @@ because twitchio's exception drops the response headers (``Ratelimit-Reset``).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +32,7 @@ import aiohttp
 
 from bot.events import ChatMessage
 from bot.ratelimit import TokenBucket
-from bot.twitch.auth import TwitchError
+from bot.twitch.auth import TwitchAuthError, TwitchError
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,8 @@ class SendGate:
     def refusal(self, now: float) -> str | None:
         """Why nothing may be sent at ``now`` (None: a send may go ahead)."""
         if now < self.blocked_until:
+            if math.isinf(self.blocked_until):
+                return self.why
             return f"{self.why}: holding for {self.blocked_until - now:.0f} s more"
         if self.bucket.time_until_available(now) > 0:
             return f"Twitch's limit of {self.capacity} messages per {self.window_s:.0f} s"
@@ -164,6 +169,14 @@ class TwitchSink:
             if status == 401 and attempt == 1:
                 try:
                     token = await self._tokens.refresh_access(token)
+                except TwitchAuthError as exc:
+                    self.gate.block(math.inf, "the bot's token was revoked")
+                    log.error(
+                        "Twitch rejected the bot's token and its refresh (%s): sending nothing "
+                        "more; run `chatling auth twitch`, then restart chatling",
+                        exc,
+                    )
+                    return False
                 except TwitchError as exc:
                     log.error("Twitch rejected the bot's token: %s", exc)
                     return False

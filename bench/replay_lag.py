@@ -6,7 +6,10 @@ it is idle, and measures, for each utterance, the stream time from its end in
 the audio to the first reply ready whose prompt contains it; split into the
 transcription lag (end of speech -> utterance committed) and the rest.
 Baseline in the same run: the same pipeline with a naive transcriber that
-cuts fixed 5-second windows instead of cutting on pauses with VAD.
+cuts fixed 5-second windows instead of cutting on pauses with VAD. Caveat: the
+baseline's "utterance end" is its window boundary, usually mid-sentence, so its
+lag is counted from a moment that is not the end of speech; read it as what a
+window transcriber adds per window, not as a like-for-like speech-end lag.
 
 Run: ``.venv/bin/python bench/replay_lag.py [--until SECONDS]``
 """

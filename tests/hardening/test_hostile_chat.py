@@ -296,8 +296,8 @@ _IND_LINK = re.compile(
     r"(?:com|net|org|io|gg|tv|xyz|ru)\b"
     r"|\b\d{1,3}(?:\.\d{1,3}){3}\b",
 )
-_IND_MENTION = re.compile(r"@+\s?([a-z0-9_]+)")
-_IND_PHONE = re.compile(r"(?:\d[\s().+-]{0,3}){9,}")
+_IND_MENTION = re.compile(r"(?<!\w)@+\s?([a-z0-9_]+)")  # Twitch: "@" starts a word
+_IND_PHONE = re.compile(r"(?<![\w.])(?:\d[\s().+-]{0,3}){9,}")  # not "v1.2019.303..."
 _IND_EMAIL = re.compile(r"\S+\s*(?:@|\(at\)|\[at\])\s*\S+\.\S+")
 _IND_STREET = re.compile(r"\d+\w?\s+\w+\s+(?:street|avenue|terrace|drive|road|st|ave)\b")
 _LEET = str.maketrans("013457@$!|", "oieastasil")

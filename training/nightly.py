@@ -631,7 +631,7 @@ def _steps(
     candidate_dir = sft
 
     with _step(outcome, "dpo", on_step) as step:
-        candidate_dir, n_prefs = _maybe_dpo(config, sft, run_dir, step)
+        candidate_dir, n_prefs = _maybe_dpo(config, settings, sft, run_dir, step)
         runs.update(run_id, preference_pairs=n_prefs)
 
     report = run_dir / "eval"
@@ -676,7 +676,7 @@ def _steps(
 
 
 def _maybe_dpo(
-    config: NightlyConfig, sft: Path, run_dir: Path, step: StepRecord
+    config: NightlyConfig, settings: Settings, sft: Path, run_dir: Path, step: StepRecord
 ) -> tuple[Path, int]:
     try:
         from training.dpo import train_dpo
@@ -684,7 +684,7 @@ def _maybe_dpo(
     except ImportError:
         step.detail = "skipped (no DPO support in this build)"
         return sft, 0
-    pairs = preference_pairs_from_db(config.db_path)
+    pairs = preference_pairs_from_db(config.db_path, settings=settings.reply)
     if len(pairs) < config.min_preference_pairs:
         step.detail = (
             f"skipped: {len(pairs)} marked preference pairs (< {config.min_preference_pairs})"
@@ -777,6 +777,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.env_file)
         config = NightlyConfig.from_settings(settings, args.trigger, args.env_file)
+        # This whole process yields to the live bot, not only the trainer it starts:
+        # scoring and the DPO step run here.
+        os.nice(max(0, config.nice))
+        import torch
+
+        torch.set_num_threads(max(1, config.threads))
         outcome = run_nightly(config, settings)
     except ChatlingError as exc:
         print(f"chatling: error: {exc}", file=sys.stderr)

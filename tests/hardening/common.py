@@ -1,18 +1,21 @@
 """Shared parts of the hardening suites: fast/full mode, varied chat, probes, results.
 
 ``CHATLING_HARDENING_FULL=1`` (``make test-hardening``) runs the full versions
-and writes their measurements to ``tests/hardening/results/<name>.json``; the
+and merges their measurements into ``tests/hardening/results/<name>.json``; the
 default test run uses the fast sizes and writes nothing into the repository.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import platform
 import random
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,24 +36,31 @@ def pick(fast: Any, full: Any) -> Any:
     return full if FULL else fast
 
 
-def write_results(name: str, data: dict[str, Any]) -> Path | None:
-    """Full runs: write ``results/<name>.json`` (with the machine's context); fast: nothing."""
+def write_results(name: str, sections: dict[str, Any]) -> Path | None:
+    """Full runs: merge ``sections`` into ``results/<name>.json``; fast runs write nothing.
+
+    Each section is stamped with when it was measured and the machine's load
+    then (other jobs on the 2 cores change timings); sections from earlier runs
+    that this run did not measure are kept.
+    """
     if not FULL:
         return None
-    load1, load5, _ = os.getloadavg()
-    record = {
-        "mode": "full",
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "load_average_1_5": [round(load1, 2), round(load5, 2)],
-            "python": platform.python_version(),
-        },
-        **data,
-    }
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
+    record = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    record["mode"] = "full"
+    record["machine"] = {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+    }
+    load1, load5, _ = os.getloadavg()
+    stamp = {
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average_1_5_min": [round(load1, 2), round(load5, 2)],
+    }
+    for key, value in sections.items():
+        record[key] = {**value, **stamp} if isinstance(value, dict) else value
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
@@ -192,6 +202,54 @@ class LoopLag:
             "p50_ms": round(percentile(lags, 50) * 1000, 2),
             "p99_ms": round(percentile(lags, 99) * 1000, 2),
             "max_ms": round(lags[-1] * 1000, 2) if lags else 0.0,
+        }
+
+
+class ControlLag:
+    """The same 10 ms sleeper in a separate, otherwise idle process: how late the machine
+    itself wakes a thread (other jobs on the cores), to tell from lag the bot adds."""
+
+    def __enter__(self) -> ControlLag:
+        script = Path(__file__).with_name("lag_control.py")
+        self._proc = subprocess.Popen(
+            [sys.executable, str(script)], stdout=subprocess.PIPE, text=True
+        )
+        self.summary: dict[str, float] = {}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._proc.terminate()
+        out, _ = self._proc.communicate(timeout=30)
+        self.summary = json.loads(out) if out.strip() else {}
+
+
+class GcPauses:
+    """Durations of the collector's full (generation 2) passes while installed."""
+
+    def __init__(self) -> None:
+        self.pauses_s: list[float] = []
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses_s.append(time.perf_counter() - self._started)
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "count": len(self.pauses_s),
+            "max_ms": round(max(self.pauses_s, default=0.0) * 1000, 1),
+            "total_s": round(sum(self.pauses_s), 2),
         }
 
 

@@ -143,7 +143,7 @@ async def test_5xx_burst_on_resubscription_recovers_with_backoff(
 async def test_slow_subscription_at_start_times_out_with_a_clear_error(
     fake: FaultyTwitch, settings: TwitchSettings, tmp_path: Path
 ) -> None:
-    fake.delay["subscribe"] = 6.0
+    fake.delay["subscribe"] = 3.0
     started = time.monotonic()
     with pytest.raises(TwitchError, match="did not answer within 2 s"):
         async with chat(settings, tmp_path, request_timeout_s=2.0):
@@ -156,7 +156,7 @@ async def test_slow_subscription_at_start_times_out_with_a_clear_error(
 async def test_slow_validate_at_start_times_out(
     fake: FaultyTwitch, settings: TwitchSettings, tmp_path: Path
 ) -> None:
-    fake.delay["validate"] = 6.0
+    fake.delay["validate"] = 3.0
     started = time.monotonic()
     with pytest.raises(TwitchError, match="did not answer"):
         async with chat(settings, tmp_path, request_timeout_s=2.0):

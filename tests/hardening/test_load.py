@@ -11,9 +11,11 @@ with (on 2 shared cores it falls behind: ``audio_transcribed_s`` says how far
 it got).
 
 Measured while it runs: RSS of this process (least-squares slope after the
-warm-up), event-loop lag (a task sleeping 10 ms), the longest silence on the
-EventSub socket; afterwards: every chat message in the store, both rate limits
-over every window, one websocket connection from start to end.
+warm-up), event-loop lag (a task sleeping 10 ms; the same sleeper in an idle
+second process tells how much of it the machine's other jobs cause), full
+garbage-collector passes, the longest silence on the EventSub socket;
+afterwards: every chat message in the store, both rate limits over every
+window, one websocket connection from start to end.
 
 Fast (default): 60 stream seconds. Full (``CHATLING_HARDENING_FULL=1``): 30
 stream minutes, numbers written to tests/hardening/results/load.json.
@@ -53,6 +55,8 @@ from bot.transcribe import StreamingTranscriber, TranscriberOptions
 from bot.twitch.client import TwitchChat
 from tests.hardening.common import (
     FULL,
+    ControlLag,
+    GcPauses,
     LoopLag,
     RssSampler,
     max_in_window,
@@ -67,7 +71,10 @@ pytestmark = [pytest.mark.hardening, pytest.mark.engine, pytest.mark.slow]
 STREAM_S = pick(60.0, 1800.0)
 SPEED = 2.0
 CHAT_PER_S = 50.0
-LAG_P99_LIMIT_S = 0.100
+LAG_P99_LIMIT_MS = 100.0
+QUIET_MACHINE_P99_MS = 20.0
+"""A control sleeper in another process waking this late (p99) means other jobs load
+the cores: the bot's lag is then judged by what it adds to the machine's."""
 TWITCH_LIMIT, TWITCH_WINDOW_S = 20, 30.0
 
 
@@ -128,7 +135,12 @@ async def test_stream_with_speech_and_a_chat_flood(
     wall_s = STREAM_S / SPEED
     lag, rss, gaps = LoopLag(), RssSampler(interval_s=pick(1.0, 5.0)), []
 
-    with FaultyTwitch() as fake, open(os.devnull, "w", encoding="utf-8") as devnull:
+    with (
+        FaultyTwitch() as fake,
+        open(os.devnull, "w", encoding="utf-8") as devnull,
+        ControlLag() as control,
+        GcPauses() as gc_pauses,
+    ):
         fake.patch_twitchio(monkeypatch)
         access, refresh = fake.issue_tokens()
         twitch = TwitchSettings(
@@ -227,6 +239,8 @@ async def test_stream_with_speech_and_a_chat_flood(
         db.close()
 
     lag_summary = lag.summary()
+    machine_p99 = control.summary.get("p99_ms", 0.0)
+    busy = machine_p99 > QUIET_MACHINE_P99_MS
     reply = settings.reply
     result = {
         "stream_s": STREAM_S,
@@ -254,6 +268,10 @@ async def test_stream_with_speech_and_a_chat_flood(
         "max_posted_in_any_pipeline_window": max_in_window(posted_offsets, reply.rate_window_s),
         "max_posts_at_twitch_in_any_30s_wall": max_in_window(posts_at, TWITCH_WINDOW_S),
         "event_loop_lag": lag_summary,
+        "control_process_lag": control.summary,
+        "machine_busy": busy,
+        "lag_p99_added_ms": round(lag_summary["p99_ms"] - machine_p99, 2),
+        "gc_full_collections": gc_pauses.summary(),
         "rss_mib_first_last": [round(rss.samples[0][1]), round(rss.samples[-1][1])],
         "rss_slope_mib_per_wall_min": round(rss.slope_mib_per_min(), 2),
         "rss_slope_mib_per_stream_min": round(rss.slope_mib_per_min() / SPEED, 3),
@@ -265,7 +283,7 @@ async def test_stream_with_speech_and_a_chat_flood(
         "warnings_logged": len([r for r in caplog.records if r.levelno >= logging.WARNING]),
     }
     print("\nload:", result)
-    write_results("load", result)
+    write_results("load", {"load": result})
 
     assert stored == (count, count), "every chat message is stored once"
     assert integrity == "ok"
@@ -274,7 +292,10 @@ async def test_stream_with_speech_and_a_chat_flood(
     assert ws_connections == 1, "the client reconnected: it missed heartbeats"
     assert result["longest_socket_silence_s"] is not None
     assert result["longest_socket_silence_s"] < 10.0
-    assert lag_summary["p99_ms"] < LAG_P99_LIMIT_S * 1000, lag_summary
+    if busy:  # other jobs delay every thread: hold the bot to what it adds
+        assert result["lag_p99_added_ms"] < LAG_P99_LIMIT_MS, result
+    else:
+        assert lag_summary["p99_ms"] < LAG_P99_LIMIT_MS, result
     assert utterances > 0 and statuses.get("posted", 0) > 0
     if FULL:  # the fast run is too short to tell growth from warm-up
         assert result["rss_slope_mib_per_stream_min"] < 1.0, result

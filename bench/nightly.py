@@ -28,14 +28,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import demo_prompts, percentile, print_table, write_result
+from bench._common import demo_prompts, percentile, print_table, write_demo_log, write_result
 from bot.settings import PROJECT_ROOT, load_settings
 
 DOUGDOUG = PROJECT_ROOT / "data" / "runs" / "dougdoug-pairs"
 
 
-def run_once(base_data: Path | None, steps: int, eval_points: int, work: Path) -> dict:
-    from tests.test_nightly import write_demo_log
+def run_once(
+    base_data: Path | None,
+    steps: int,
+    eval_points: int,
+    work: Path,
+    preset: str = "cpu-tiny",
+    base_model: str | None = None,
+) -> dict:
     from training.gate import GateOptions
     from training.nightly import NightlyConfig, run_nightly
 
@@ -47,6 +53,8 @@ def run_once(base_data: Path | None, steps: int, eval_points: int, work: Path) -
         adapters_dir=work / "adapters",
         runs_dir=work / "runs",
         base_data=base_data,
+        preset=preset,
+        base_model=base_model,
         max_steps=steps,
         min_new_pairs=0,
         eval_points=eval_points,
@@ -120,17 +128,29 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="training steps of the run")
     parser.add_argument("--eval-points", type=int, default=50)
     parser.add_argument("--prompts", type=int, default=30)
+    parser.add_argument("--preset", default="cpu-tiny", help="training preset of the run")
+    parser.add_argument("--base-model", default=None, help="base model (default: the preset's)")
+    parser.add_argument(
+        "--no-latency", action="store_true", help="part 1 only (no vLLM here, e.g. a bare GPU box)"
+    )
+    parser.add_argument("--name", default="nightly", help="results file name")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     with tempfile.TemporaryDirectory(prefix="chatling-bench-nightly-") as tmp:
         work = Path(tmp)
-        run = run_once(args.base_data, args.steps, args.eval_points, work)
+        run = run_once(
+            args.base_data, args.steps, args.eval_points, work, args.preset, args.base_model
+        )
         print_table(
             f"nightly run ({run['status']}), base data {args.base_data or 'none'}",
             ["step", "seconds", "peak MiB", "detail"],
             [[s["step"], s["seconds"], s["peak_rss_mib"], s["detail"]] for s in run["steps"]],
         )
+        if args.no_latency:
+            payload = {"run": run, "base_data": str(args.base_data), "preset": args.preset}
+            print(f"written {write_result(args.name, payload)}")
+            return
         trainer = [
             sys.executable, "-m", "training.train_cli", "--data",
             str(args.base_data or work / "runs" / "run-0001" / "data"),
@@ -147,7 +167,7 @@ def main() -> None:
     )
     print(f"\np50 ratio with training: {ratio}x (goal <= 1.5x)")
     path = write_result(
-        "nightly",
+        args.name,
         {"run": run, "latency": lat, "p50_ratio": ratio, "base_data": str(args.base_data)},
     )
     print(f"written {path}")

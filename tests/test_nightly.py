@@ -24,35 +24,19 @@ from typing import Any
 import psutil
 import pytest
 
+from bench._common import write_demo_log
 from bot.adapter_watch import AdapterWatcher
 from bot.adapters import AdapterRegistry
-from bot.chatlog import read_chat_log
-from bot.events import Utterance
 from bot.prompt import PromptBuilder
 from bot.responder import ChatResponder
 from bot.safety import SafetyFilter
-from bot.settings import PROJECT_ROOT, Settings, load_settings
+from bot.settings import Settings, load_settings
 from bot.store import Store
 from training.gate import GateOptions, decide
 from training.nightly import NightlyConfig, run_nightly, score_adapter
 
 pytestmark = [pytest.mark.slow]
 
-DEMO = PROJECT_ROOT / "data" / "demo"
-
-
-async def write_demo_log(db: Path) -> int:
-    """The demo stream as the bot would have logged it: script lines as utterances, chat."""
-    script = json.loads((DEMO / "script.json").read_text())
-    async with Store.open(db) as store:
-        stream = await store.start_stream("demo", "replay", "demo", "smollm2", None)
-        for line in script:
-            end = line["start"] + len(line["text"].split()) / 2.5
-            store.add_utterance(stream, Utterance(line["start"], end, line["text"]))
-        for message in read_chat_log(DEMO / "chat.json"):
-            store.add_chat(stream, message)
-        await store.end_stream(stream)
-    return stream
 
 
 def nightly_config(tmp_path: Path, **overrides: Any) -> NightlyConfig:

@@ -38,7 +38,6 @@ from training.nightly import NightlyConfig, run_nightly, score_adapter
 pytestmark = [pytest.mark.slow]
 
 
-
 def nightly_config(tmp_path: Path, **overrides: Any) -> NightlyConfig:
     values: dict[str, Any] = dict(
         db_path=tmp_path / "log.sqlite",

@@ -70,8 +70,8 @@ class AdapterVersion:
             parts.append(f"{meta['dataset']['pairs']} pairs")
         if meta.get("dpo"):
             parts.append(f"+DPO on {meta['dpo'].get('pairs', '?')} marks")
-        if meta.get("nightly_run") is not None:
-            parts.append(f"run {meta['nightly_run']}")
+        if meta.get("nightly", {}).get("run") is not None:
+            parts.append(f"run {meta['nightly']['run']}")
         return ", ".join(parts) or "no metadata"
 
 

@@ -670,7 +670,7 @@ def _steps(
             [p.source for p in points],
             config.gate,
         )
-        outcome.metrics["gate"] = {k: v for k, v in decision.checks.items()}
+        outcome.metrics["gate"] = dict(decision.checks)
         step.detail = "pass" if decision.promote else "fail"
     _conclude(config, registry, runs, outcome, candidate_dir, decision, since)
 
@@ -717,7 +717,6 @@ def _conclude(
         "gate": {"promote": decision.promote, "reason": decision.reason},
         "metrics": {k: v for k, v in outcome.metrics.items() if k != "gate"},
     }
-    meta["nightly_run"] = run_id
     write_json_atomic(meta_path, meta)
     if not decision.promote:
         outcome.status, outcome.reason = "rejected", decision.reason

@@ -76,13 +76,36 @@ CONFIGS: dict[str, dict[str, int]] = {
 log = logging.getLogger("bench.train_throughput")
 
 
+MODIFIERS = {
+    "liger": "Liger kernels",
+    "flex": "flex attention",
+    "nodrop": "LoRA dropout 0",
+}
+"""``VARIANT+MOD+MOD``: a trainer variant with extra options (``chatling+flex+liger``)."""
+
+
+def split_variant(variant: str) -> tuple[str, set[str]]:
+    """(``name@batch``, modifiers) of a variant string."""
+    name, *mods = variant.split("+")
+    unknown = sorted(set(mods) - set(MODIFIERS))
+    if unknown:
+        raise SystemExit(
+            f"unknown modifier(s) {unknown} in {variant!r}; choose from {list(MODIFIERS)}"
+        )
+    if mods and name.startswith("plain"):
+        raise SystemExit(f"{variant!r}: the plain loop is the baseline and takes no modifiers")
+    return name, set(mods)
+
+
 def label_of(variant: str) -> str:
     """``plain@N``: the plain loop with N examples a batch (e.g. as many tokens a step as
-    the packed rows hold)."""
-    name, _, batch = variant.partition("@")
+    the packed rows hold); ``+mod``: see ``MODIFIERS``."""
+    full, mods = split_variant(variant)
+    name, _, batch = full.partition("@")
     if name not in LABELS:
         raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
-    return LABELS[name] + (f", batch {batch}" if batch else "")
+    extra = [MODIFIERS[m] for m in sorted(mods)]
+    return ", ".join([LABELS[name] + (f", batch {batch}" if batch else ""), *extra])
 
 
 def demo_pairs() -> list[Any]:
@@ -222,7 +245,13 @@ def run_plain(args: argparse.Namespace, model: Any, tokenizer: Any, examples: An
     return times, losses, meter
 
 
-def _preset(args: argparse.Namespace, *, packing: bool, fused_lm_head: bool = True) -> Any:
+def _preset(
+    args: argparse.Namespace,
+    *,
+    packing: bool,
+    fused_lm_head: bool = True,
+    mods: frozenset = frozenset(),
+) -> Any:
     from training.presets import get_preset, with_overrides
 
     return with_overrides(
@@ -239,10 +268,12 @@ def _preset(args: argparse.Namespace, *, packing: bool, fused_lm_head: bool = Tr
         seed=args.seed,
         gradient_checkpointing=False,
         fused_lm_head=fused_lm_head,
+        liger="liger" in mods,
+        lora_dropout=0.0 if "nodrop" in mods else None,
     )
 
 
-def run_trainer(args, model, tokenizer, examples, device, *, packing: bool, fused: bool):  # type: ignore[no-untyped-def]
+def run_trainer(args, model, tokenizer, examples, device, *, packing: bool, fused: bool, mods):  # type: ignore[no-untyped-def]
     """``chatling train``'s trainer (``training.train.build_trainer``) on the same model."""
     from transformers import TrainerCallback
 
@@ -264,7 +295,7 @@ def run_trainer(args, model, tokenizer, examples, device, *, packing: bool, fuse
             model,
             tokenizer,
             examples,
-            _preset(args, packing=packing, fused_lm_head=fused),
+            _preset(args, packing=packing, fused_lm_head=fused, mods=frozenset(mods)),
             Path(tmp),
             [StepTimer()],
         )
@@ -285,15 +316,18 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
     examples = load_examples(args, tokenizer)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+    name, mods = split_variant(args.variant)
+    if "flex" in mods:
+        args.attn = "flex_attention"
     with PeakMemory() as mem:
         model = build_model(args, device, dtype)
-        if args.variant.startswith("plain"):
+        if name.startswith("plain"):
             times, losses, meter = run_plain(args, model, tokenizer, examples, device)
         else:
-            packing = args.variant.startswith("chatling")
-            fused = not args.variant.endswith("model-loss")
+            packing = name.startswith("chatling")
+            fused = not name.endswith("model-loss")
             times, losses, meter = run_trainer(
-                args, model, tokenizer, examples, device, packing=packing, fused=fused
+                args, model, tokenizer, examples, device, packing=packing, fused=fused, mods=mods
             )
     skip = min(args.warmup, max(len(times) - 1, 0))
     timed_s = sum(times[skip:])
@@ -304,6 +338,7 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
     ) / 2**20
     return {
         "variant": args.variant,
+        "attn": args.attn,
         "label": label_of(args.variant),
         "steps": len(times),
         "timed_steps": len(times) - skip,

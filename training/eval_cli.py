@@ -37,6 +37,7 @@ from training.evaluate import (
     CandidateSets,
     build_candidates,
     evaluate,
+    paired_differences,
     random_expectation_mean,
     split_summary,
     vars_of,
@@ -168,7 +169,7 @@ def _model_rankers(args: argparse.Namespace) -> list[Any]:
     def ranker(name: str, transcript: bool, adapter: bool) -> ModelRanker:
         return ModelRanker(
             model, tokenizer, builder, name=name, with_transcript=transcript,
-            adapter_enabled=adapter, batch_size=batch_size,
+            adapter_enabled=adapter, batch_size=batch_size, pmi=args.pmi,
         )  # fmt: skip
 
     rankers = [ranker("base model", True, False), ranker("base model, no transcript", False, False)]
@@ -256,6 +257,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "bootstrap": {"n_boot": boot.n_boot, "block_s": boot.block_s, "seed": boot.seed},
         "random_expectation": random_expectation_mean(points) if points else {},
         "systems": {name: res.to_json() for name, res in results.items()},
+        "paired": paired_differences(points, results, boot),
         "speed": speed,
         "generated": None,
         "loss_curve": None,
@@ -313,6 +315,12 @@ def add_eval_command(subparsers: Any) -> argparse.ArgumentParser:
         "--trainer-log", default=None, help="chatling_adapter.json or trainer_state.json"
     )
     ep.add_argument("--no-model", action="store_true", help="baselines only (no language model)")
+    ep.add_argument(
+        "--pmi",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also rank models by log p(c|context) - log p(c|no context) (default on)",
+    )
     ep.add_argument(
         "--batch-size", type=int, default=None, help="candidates per forward pass (CPU 8, GPU 128)"
     )

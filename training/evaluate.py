@@ -392,6 +392,48 @@ def evaluate(
     return results
 
 
+PAIRED_METRICS = ("recall@10", "mrr")
+PAIRINGS = (
+    ("fine-tuned", "base model", "fine-tuning"),
+    ("fine-tuned", "fine-tuned, no transcript", "transcript (fine-tuned)"),
+    ("base model", "base model, no transcript", "transcript (base)"),
+)
+"""(system, reference, what the difference measures), per scoring variant."""
+
+
+def paired_differences(
+    points: Sequence[TestPoint],
+    results: dict[str, SystemResult],
+    boot: BootstrapConfig,
+    metrics: Sequence[str] = PAIRED_METRICS,
+) -> list[dict[str, Any]]:
+    """System minus reference on the same points, with a paired moving-block interval.
+
+    Separate intervals of two systems overlap far more often than their paired
+    difference crosses 0 (both see the same hard and easy points), so a claim
+    "A beats B" is read off this interval: A is better when all of it is above 0.
+    """
+    times, sources = [p.t for p in points], [p.source for p in points]
+    out = []
+    for system, reference, what in PAIRINGS:
+        for name, res in results.items():
+            if res.ranker != system:
+                continue
+            variant = name[len(system) :].removeprefix(" · ")
+            ref_name = f"{reference} · {variant}" if variant else reference
+            if ref_name not in results:
+                continue
+            row: dict[str, Any] = {"what": what, "system": name, "reference": ref_name}
+            for metric in metrics:
+                diff = res.per_point[metric] - results[ref_name].per_point[metric]
+                est = _estimate(
+                    lambda idx, d=diff: float(d[idx].mean()), len(diff), times, sources, boot
+                )
+                row[metric] = est.to_json()
+            out.append(row)
+    return out
+
+
 def random_expectation_mean(points: Sequence[TestPoint]) -> dict[str, float]:
     """Analytic random baseline averaged over points (each with its own N and truths)."""
     rows = [em.random_expectation(len(p.candidates), sum(p.truth)) for p in points]

@@ -81,6 +81,9 @@ class Preset:
     fused_lm_head: bool = True
     """trl's tiled LM head + loss: never builds the (tokens x vocab) logits. Off: the model's
     own loss over full logits (fewer, larger kernels; faster where the logits fit)."""
+    liger: bool = False
+    """Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE, linear + cross-entropy) on a
+    CUDA GPU where ``liger-kernel`` is installed; the same math in fewer kernels."""
     seed: int = 0
 
     def check(self) -> None:

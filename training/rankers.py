@@ -16,7 +16,14 @@ here: a language model's score is its log-probability, never a loss.
   the live bot's exact prompt, summed and per token (the end-of-turn token
   included: P(message, then stop)). The prompt's KV cache is computed once per
   point and shared by all candidates (``shared_prompt=False`` scores full
-  sequences instead; both give the same numbers, tested).
+  sequences instead; both give the same numbers, tested). With ``pmi=True`` a
+  third score: pointwise mutual information with the context,
+  ``log p(c | context) - log p(c | no context)``, where "no context" is the same
+  live prompt with no transcript and no chat. A fine-tuned model learns chat's
+  most frequent messages, which the protocol puts among every point's
+  candidates on purpose; PMI cancels that prior and keeps what the context adds.
+  The context-free scores are cached per candidate text (frequent candidates
+  recur at every point).
 """
 
 from __future__ import annotations
@@ -238,7 +245,10 @@ class ModelRanker:
     batch_size: int = 8
     """Candidates per forward pass: 8 is fastest on a 2-core CPU; larger on a GPU."""
     shared_prompt: bool = True
+    pmi: bool = False
+    """Also score ``pmi``: the log-probability minus the context-free one."""
     _end_of_turn: list[int] = field(default_factory=list, init=False, repr=False)
+    _context_free: dict[str, float] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._end_of_turn = self._end_of_turn_ids()
@@ -246,9 +256,20 @@ class ModelRanker:
     def score(self, point: TestPoint) -> CandidateScores:
         system, user = render_prompt(point.pair, self.builder, with_transcript=self.with_transcript)
         logprob, n_tokens = self.logprobs(system, user, point.candidates)
-        return CandidateScores(
-            {"summed": logprob, "per token": logprob / n_tokens}, logprob=logprob, n_tokens=n_tokens
-        )
+        scores = {"summed": logprob, "per token": logprob / n_tokens}
+        if self.pmi:
+            scores["pmi"] = logprob - self.context_free_logprobs(point.candidates)
+        return CandidateScores(scores, logprob=logprob, n_tokens=n_tokens)
+
+    def context_free_logprobs(self, candidates: Sequence[str]) -> np.ndarray:
+        """Summed log-probability of each candidate after a prompt with no context."""
+        missing = list(dict.fromkeys(c for c in candidates if c not in self._context_free))
+        if missing:
+            empty = Pair("context-free", 0.0, (), (), "", "")
+            system, user = render_prompt(empty, self.builder, with_transcript=False)
+            logprob, _ = self.logprobs(system, user, missing)
+            self._context_free.update(zip(missing, map(float, logprob), strict=True))
+        return np.asarray([self._context_free[c] for c in candidates])
 
     def prompt_ids(self, system: str, user: str) -> list[int]:
         """The prompt exactly as the live engine renders it (``VllmEngine.render_chat``)."""

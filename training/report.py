@@ -172,6 +172,28 @@ def sections(data: dict[str, Any], images: dict[str, str]) -> list[Section]:
         [_ranking_table(data, "ci95_points")],
     )
     out = [intro, main, points]
+    paired = data.get("paired") or []
+    if paired:
+        rows = [
+            [
+                row["what"],
+                row["system"],
+                row["reference"],
+                *(_cell(row[m], "ci95_blocks") for m in ("recall@10", "mrr")),
+            ]
+            for row in paired
+        ]
+        out.append(
+            Section(
+                "Paired differences",
+                [
+                    "System minus reference on the same points, with a paired moving-block "
+                    "bootstrap interval: a system is better only where all of its interval is "
+                    "above 0 (separate intervals overlap far more often than this one crosses 0)."
+                ],
+                [(["what", "system", "reference", "ΔR@10", "ΔMRR"], rows)],
+            )
+        )
     gen = data.get("generated")
     if gen:
         length, emote, distinct = gen["length_words"], gen["emote_rate"], gen["distinct"]

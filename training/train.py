@@ -137,7 +137,18 @@ def sft_config(preset: Preset, checkpoints: Path) -> Any:
         use_cpu=not _cuda_available(),
         ddp_find_unused_parameters=False,
         save_only_model=False,
+        use_liger_kernel=preset.liger and _liger_available(),
     )
+
+
+def _liger_available() -> bool:
+    """Liger needs its package and a CUDA GPU (Triton); elsewhere the preset trains without."""
+    import importlib.util
+
+    if importlib.util.find_spec("liger_kernel") is None or not _cuda_available():
+        log.warning("liger kernels asked for but liger-kernel or CUDA is missing; training without")
+        return False
+    return True
 
 
 def build_trainer(

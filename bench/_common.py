@@ -11,7 +11,7 @@ import platform
 import statistics
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,20 +63,27 @@ class PeakMemory:
         self._thread.join()
 
 
-def demo_prompts(count: int) -> list[tuple[str, str]]:
-    """``count`` real (system, user) prompts of the pipeline at moments of the demo stream."""
+def demo_prompts(
+    count: int,
+    settings: Any = None,
+    extra_chat: Callable[[int], list[str]] | None = None,
+) -> list[tuple[str, str]]:
+    """``count`` real (system, user) prompts of the pipeline at moments of the demo stream.
+
+    ``settings``: the ``ReplySettings`` to build with (default: the defaults);
+    ``extra_chat(i)``: chat lines posted just before moment ``i`` (to vary prompts)."""
     import json as _json
 
     from transformers import AutoTokenizer
 
     from bot.chatlog import read_chat_log
     from bot.context import RollingContext
-    from bot.events import Utterance
+    from bot.events import ChatMessage, Utterance
     from bot.prompt import PromptBuilder
     from bot.settings import DEFAULT_MODEL_DIR, ReplySettings
 
     tokenizer = AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR)
-    settings = ReplySettings()
+    settings = settings or ReplySettings()
     builder = PromptBuilder(settings, lambda t: len(tokenizer.encode(t, add_special_tokens=False)))
     script = _json.loads((ROOT / "data" / "demo" / "script.json").read_text())
     lines = script["lines"] if isinstance(script, dict) else script
@@ -101,6 +108,8 @@ def demo_prompts(count: int) -> list[tuple[str, str]]:
         for m in chat:
             if m.offset <= now:
                 context.add_chat(m)
+        for j, text in enumerate(extra_chat(i) if extra_chat else ()):
+            context.add_chat(ChatMessage(now - 0.01 * (j + 1), f"viewer{j}", text))
         parts = builder.build(context.snapshot(now), None)
         prompts.append((parts.system, parts.user))
     return prompts

@@ -1,22 +1,28 @@
-"""Does the engine's memory grow under a sustained stream of replies, and which allocator stops it?
+"""Does the vLLM engine's memory grow under a long stream of replies, and what stops it?
 
-An earlier 10-minute ``bench/live_lag.py`` run saw the vLLM CPU worker's
-resident memory climb 26-50 MiB a minute while the KV cache was already fully
-resident (touching all 2 GiB of it moved RSS by 0). What is left is the heap of
-the worker: thousands of differently shaped activations a minute.
+A 10-minute ``bench/live_lag.py`` run saw the vLLM CPU worker's resident memory
+climb 26-50 MiB a minute. Not the KV cache: touching all 2 GiB of it moved RSS
+by 0 (it is resident from the start).
 
-Each variant runs in its own child process (a fresh engine): the same real
-pipeline prompts of the demo stream, varied with a different chat tail each
-time (so the prefix cache cannot answer them), 4 candidates of up to 32 tokens,
-back to back for ``--minutes``; every fifth request is cancelled after 0.3 s,
-as the live pipeline drops a reply that newer speech outdates. The RSS of the
-engine core and worker is sampled every second; the slope is a least-squares line over the run after
-its first minute. Variants differ only in the allocator of the engine
-processes: glibc malloc (the baseline), glibc with ``MALLOC_ARENA_MAX=2``,
-TCMalloc and jemalloc (Debian ``libtcmalloc-minimal4``/``libjemalloc2``, where
-installed).
+Each variant runs in its own child process (a fresh engine): real pipeline
+prompts at 400 moments of the demo stream, built by the product's
+``PromptBuilder``, each with a different chat tail (so the prefix cache cannot
+answer them), 4 candidates of up to 32 tokens, back to back for ``--minutes``;
+every fifth request is cancelled after 0.3 s, as the live pipeline drops a
+reply that newer speech outdates. The RSS of the engine core and worker is
+sampled every second; the slope is a least-squares line after the first minute.
 
-Run: ``.venv/bin/python bench/engine_memory.py [--minutes 4] [--variants glibc,tcmalloc]``
+Variants (one change each against ``glibc``, the product as shipped):
+
+- allocators: ``glibc-arena2`` (``MALLOC_ARENA_MAX=2``), ``tcmalloc``,
+  ``jemalloc`` (Debian ``libtcmalloc-minimal4``/``libjemalloc2``, if installed);
+- ``glibc-no-grid``: the prompt-length grid off (``reply.prompt_length_grid=0``);
+- diagnosis: ``glibc-onednn-cache-0`` (oneDNN's primitive cache off),
+  ``glibc-unseeded`` (no per-request seed), ``glibc-fixed-length`` (every
+  prompt cut to its last 480 tokens), ``glibc-bucket-32`` (cut to a multiple
+  of 32 tokens at the start).
+
+Run: ``.venv/bin/python bench/engine_memory.py [--minutes 4] [--variants glibc,glibc-no-grid]``
 """
 
 from __future__ import annotations
@@ -49,6 +55,12 @@ ALLOCATORS = {
     "glibc-onednn-cache-0": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0"},
     # Diagnosis: a seeded request gets its own torch.Generator in the worker.
     "glibc-unseeded": {"CHATLING_BENCH_UNSEEDED": "1"},
+    # Diagnosis: every prompt cut to the same 480 tokens (its end), so every shape repeats.
+    "glibc-fixed-length": {"CHATLING_BENCH_FIXED_LENGTH": "480"},
+    # Diagnosis: prompts cut to a multiple of 32 tokens (at their start).
+    "glibc-bucket-32": {"CHATLING_BENCH_BUCKET": "32"},
+    # The product without its prompt-length grid (reply.prompt_length_grid = 0).
+    "glibc-no-grid": {"CHATLING_BENCH_GRID": "0"},
 }
 
 CHAT_TAIL = [
@@ -85,10 +97,17 @@ def _slope(points: list[tuple[float, float]]) -> float:
 
 async def _run_variant(minutes: float) -> dict:
     from bot.engine import SamplingOptions, VllmEngine
-    from bot.settings import ModelSettings
+    from bot.settings import ModelSettings, ReplySettings
 
-    prompts = demo_prompts(60)
     rng = random.Random(7)
+    grid = int(os.environ.get("CHATLING_BENCH_GRID", str(ReplySettings().prompt_length_grid)))
+
+    def extra_chat(i: int) -> list[str]:
+        """A different chat tail at every request, as a busy chat gives (through the
+        prompt builder, so the product's prompt-length grid applies)."""
+        return [f"{rng.choice(CHAT_TAIL)} {i}" for _ in range(rng.randint(1, 6))]
+
+    prompts = demo_prompts(400, ReplySettings(prompt_length_grid=grid), extra_chat)
     samples: list[tuple[float, dict[str, float]]] = []
     stop = threading.Event()
     started = time.perf_counter()
@@ -101,6 +120,8 @@ async def _run_variant(minutes: float) -> dict:
     latencies: list[float] = []
     aborted = 0
     unseeded = os.environ.get("CHATLING_BENCH_UNSEEDED") == "1"
+    fixed_length = int(os.environ.get("CHATLING_BENCH_FIXED_LENGTH", "0"))
+    bucket = int(os.environ.get("CHATLING_BENCH_BUCKET", "0"))
 
     def seed(i: int) -> int | None:
         return None if unseeded else i
@@ -113,8 +134,11 @@ async def _run_variant(minutes: float) -> dict:
             i = 0
             while time.perf_counter() - started < minutes * 60:
                 system, user = prompts[i % len(prompts)]
-                tail = " | ".join(rng.choice(CHAT_TAIL) for _ in range(rng.randint(1, 6)))
-                ids = engine.render_chat(system, f"{user}\n{tail} {i}")
+                ids = engine.render_chat(system, user)
+                if fixed_length:
+                    ids = ids[-fixed_length:]
+                if bucket:
+                    ids = ids[len(ids) % bucket :]
                 t0 = time.perf_counter()
                 reply = asyncio.ensure_future(
                     engine.generate(ids, SamplingOptions(n=4, max_tokens=32, seed=seed(i)))

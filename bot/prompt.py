@@ -82,16 +82,50 @@ class PromptBuilder:
             render_line=_render_quoted,
             keep=target,
         )
-        transcript = "\n".join(_render_quoted(u) for u in trimmed.utterances) or "(silence)"
+        spoken = [_render_quoted(u) for u in trimmed.utterances]
         chat = "\n".join(_render_quoted(m) for m in trimmed.chat) or "(no messages yet)"
         addressed = ""
         if target is not None:
             addressed = self._addressed.format(
                 user=target.display_name or target.user, text=quote_as_data(target.text)
             )
-        user = self._template.format(transcript=transcript, chat=chat, addressed=addressed)
+
+        def render(lines: list[str]) -> str:
+            transcript = "\n".join(lines) or "(silence)"
+            return self._template.format(transcript=transcript, chat=chat, addressed=addressed)
+
         system = self._persona.format(bot_name=self._settings.bot_name)
+        grid = self._settings.prompt_length_grid
+        user = render(self._on_grid(spoken, render, grid) if grid > 1 else spoken)
         return PromptParts(system=system, user=user, snapshot=trimmed)
+
+    def _on_grid(
+        self, lines: list[str], render: Callable[[list[str]], str], grid: int
+    ) -> list[str]:
+        """``lines`` with the start of the oldest cut so the user text's token count is a
+        multiple of ``grid`` (the chat template adds a constant, so every prompt length
+        then falls on one residue). Cuts at most a few lines' worth; a prompt whose
+        transcript cannot be cut (silence) is left as it is."""
+        lines = list(lines)
+        for _ in range(8):
+            excess = self._count_tokens(render(lines)) % grid
+            if excess == 0 or not lines:
+                return lines
+            oldest = lines[0]
+            have = self._count_tokens(oldest)
+            if have <= excess:
+                lines.pop(0)
+                continue
+            # The shortest cut of the line's start that removes at least ``excess`` tokens.
+            low, high = 1, len(oldest)
+            while low < high:
+                mid = (low + high) // 2
+                if have - self._count_tokens(oldest[mid:]) >= excess:
+                    high = mid
+                else:
+                    low = mid + 1
+            lines[0] = oldest[low:].lstrip() or oldest[-1:]
+        return lines
 
 
 def clean_generation(text: str, bot_name: str) -> str:

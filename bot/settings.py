@@ -156,6 +156,11 @@ class ReplySettings(_Group):
     """Recent chat messages the prompt shows."""
     prompt_token_budget: int = 768
     """Token budget of transcript + chat lines in the prompt."""
+    prompt_length_grid: int = Field(default=32, ge=0, le=256)
+    """Prompt lengths are kept on a grid of this many tokens by trimming the start of the
+    oldest transcript line (0 or 1: off). vLLM's CPU matmul kernels keep a compiled
+    primitive per token count; every new prompt length grew the engine's memory by
+    ~1 MiB (bench/engine_memory.py), a grid of 32 stops that."""
     candidates: int = 4
     """Candidates generated per reply (one request, shared prompt)."""
     max_tokens: int = 32

@@ -28,9 +28,11 @@ from training.evaluate import (
     BootstrapConfig,
     CandidateConfig,
     CandidateSets,
+    SystemResult,
     TestPoint,
     build_candidates,
     evaluate,
+    paired_differences,
     select_points,
     summarise,
 )
@@ -379,6 +381,55 @@ def test_model_ranks_fluent_sentence_above_shuffled_words(smol: tuple[object, ob
     assert out.logprob is not None and (out.logprob < 0).all()
     assert em.point_metrics(out.scores["summed"], np.asarray(pt.truth))["mean_rank"] == 1.0
     assert em.point_metrics(out.scores["per token"], np.asarray(pt.truth))["mean_rank"] == 1.0
+
+
+@pytest.mark.slow
+def test_pmi_is_log_probability_minus_the_context_free_one(smol: tuple[object, object]) -> None:
+    model, tokenizer = smol
+    builder = _builder(tokenizer)
+    cands = ["lets go doug", "gg", "the boss has so much health", "W"]
+    ranker = ModelRanker(model, tokenizer, builder, batch_size=4, pmi=True)
+    pt = _point(cands, [True, False, False, False], CONTEXT)
+    out = ranker.score(pt)
+    empty = Pair("e", 0.0, (), (), "", "")
+    from training.pairs import render_prompt
+
+    free, _ = ranker.logprobs(*render_prompt(empty, builder, with_transcript=False), cands)
+    np.testing.assert_allclose(out.scores["pmi"], out.logprob - free, rtol=1e-5, atol=1e-4)
+    # Echoes of the recent chat gain the most from the context.
+    gain = out.scores["pmi"]
+    assert gain[cands.index("the boss has so much health")] > gain[cands.index("W")]
+    # The context-free scores are cached per text: a second point does not recompute them.
+    calls = []
+    original = ranker.logprobs
+    ranker.logprobs = lambda *a, **k: calls.append(a) or original(*a, **k)  # type: ignore[method-assign]
+    ranker.score(_point(list(reversed(cands)), [False, False, False, True], CONTEXT))
+    assert len(calls) == 1  # only the point's own prompt
+
+
+def test_paired_differences_on_a_known_case() -> None:
+    pair = Pair("s", 1.0, (), (), "x", "u")
+    pts = [_point(["a", "b"], [True, False], pair, t=10.0 * i) for i in range(40)]
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 1, 40)
+    results = {}
+    for name, ranker, shift in (
+        ("base model · pmi", "base model", 0.0),
+        ("fine-tuned · pmi", "fine-tuned", 0.2),
+        ("fine-tuned, no transcript · pmi", "fine-tuned, no transcript", 0.2),
+    ):
+        per_point = {m: np.clip(base + shift, 0, 2) for m in ("recall@10", "mrr")}
+        results[name] = SystemResult(name, ranker, per_point, {})
+    rows = paired_differences(pts, results, BootstrapConfig(n_boot=200, block_s=60.0))
+    by_what = {r["what"]: r for r in rows}
+    tuned = by_what["fine-tuning"]
+    assert (tuned["system"], tuned["reference"]) == ("fine-tuned · pmi", "base model · pmi")
+    assert tuned["mrr"]["value"] == pytest.approx(0.2)
+    low, high = tuned["mrr"]["ci95_blocks"]
+    assert low == pytest.approx(0.2) and high == pytest.approx(0.2)  # a constant difference
+    same = by_what["transcript (fine-tuned)"]["recall@10"]
+    assert same["value"] == 0.0 and same["ci95_points"] == [0.0, 0.0]
+    assert "transcript (base)" not in by_what  # no base-without-transcript system here
 
 
 @pytest.mark.slow

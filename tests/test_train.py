@@ -355,3 +355,22 @@ def test_cli_reports_bad_input_in_one_line(tmp_path: Path, capsys: pytest.Captur
     assert "no such training data" in capsys.readouterr().err
     assert main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--rank", "64"]) == 2
     assert "outside 1..16" in capsys.readouterr().err
+
+
+def test_attention_auto_is_flex_only_for_packed_rows_on_cuda(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from training import train as train_module
+    from training.presets import get_preset, with_overrides
+
+    packed = get_preset("gpu-24gb")
+    padded = with_overrides(packed, packing=False)
+    monkeypatch.setattr(train_module, "_cuda_available", lambda: True)  # no GPU here
+    assert train_module.resolve_attn("auto", packed) == "flex_attention"
+    assert train_module.resolve_attn("auto", padded) == "sdpa"
+    assert train_module.resolve_attn("eager", packed) == "eager"
+    monkeypatch.setattr(train_module, "_cuda_available", lambda: False)
+    assert train_module.resolve_attn("auto", packed) == "sdpa"
+    # Liger is asked for by the GPU presets, and skipped with a warning where it cannot run.
+    assert packed.liger and not get_preset("cpu-tiny").liger
+    assert train_module.sft_config(packed, Path("/tmp/unused")).use_liger_kernel is False

@@ -154,6 +154,7 @@ PRESETS: dict[str, Preset] = {
             save_total_limit=3,
             logging_steps=10,
             packing=True,
+            liger=True,
         ),
         Preset(
             name="gpu-12gb",
@@ -177,6 +178,7 @@ PRESETS: dict[str, Preset] = {
             save_total_limit=3,
             logging_steps=10,
             packing=True,
+            liger=True,
         ),
     )
 }

@@ -60,6 +60,7 @@ def run_train(args: argparse.Namespace) -> int:
         save_steps=args.save_steps,
         seed=args.seed,
         packing=False if args.no_packing else None,
+        liger=args.liger,
     )
     saved_args: dict[str, Any] = {k: v for k, v in vars(args).items() if not callable(v)}
     request = TrainRequest(
@@ -140,8 +141,15 @@ def add_train_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     tp.add_argument(
         "--attn",
-        default="sdpa",
-        help="attention implementation: sdpa (default), eager, flex_attention, flash_attention_2",
+        default="auto",
+        help="attention implementation: auto (flex_attention for packed rows on a CUDA GPU, "
+        "else sdpa), sdpa, eager, flex_attention, flash_attention_2",
+    )
+    tp.add_argument(
+        "--liger",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Liger's fused Triton kernels (CUDA; gpu presets: on; needs liger-kernel)",
     )
     tp.add_argument("--resume", action="store_true", help="continue from OUT's last checkpoint")
     tp.add_argument("-v", "--verbose", action="store_true", help="debug logging")

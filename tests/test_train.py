@@ -374,3 +374,26 @@ def test_attention_auto_is_flex_only_for_packed_rows_on_cuda(
     # Liger is asked for by the GPU presets, and skipped with a warning where it cannot run.
     assert packed.liger and not get_preset("cpu-tiny").liger
     assert train_module.sft_config(packed, Path("/tmp/unused")).use_liger_kernel is False
+
+
+def test_context_free_copies_use_the_rankers_context_free_prompt(tokenizer: Any) -> None:
+    import datasets
+
+    from training.collate import IGNORE_INDEX, encode_pairs, prompt_builder
+    from training.pairs import render_prompt
+    from training.rankers import ModelRanker
+
+    pairs = datasets.Dataset.from_list([p.to_row() for p in make_pairs(40)])
+    plain, _ = encode_pairs(pairs, tokenizer, 2048)
+    mixed, stats = encode_pairs(pairs, tokenizer, 2048, context_free_share=0.5, seed=1)
+    extra = stats.examples - len(plain)
+    assert 10 <= extra <= 30  # about half of 40, seeded
+    builder = prompt_builder(tokenizer)
+    ranker = ModelRanker.__new__(ModelRanker)  # only prompt_ids, which needs the tokenizer
+    ranker.tokenizer = tokenizer
+    empty = Pair("e", 0.0, (), (), "", "")
+    free_prompt = ranker.prompt_ids(*render_prompt(empty, builder, with_transcript=False))
+    free_rows = [r for r in mixed if r["input_ids"][: len(free_prompt)] == free_prompt]
+    assert len(free_rows) == extra
+    for row in free_rows:  # the loss is still on the message only
+        assert row["labels"][: len(free_prompt)] == [IGNORE_INDEX] * len(free_prompt)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -216,15 +216,26 @@ def encode_pairs(
     max_length: int,
     *,
     settings: ReplySettings | None = None,
+    context_free_share: float = 0.0,
+    seed: int = 0,
 ) -> tuple[Dataset, EncodeStats]:
     """A dataset of ``input_ids`` + ``labels`` for trl, and what was kept.
 
     Examples longer than ``max_length`` are dropped (cutting them would train
     on a prompt the live bot never sends), as are empty targets.
+
+    ``context_free_share``: this share of the pairs is added a second time with
+    no transcript and no chat, so the model also learns chat's unconditional
+    distribution, the denominator of PMI scoring (``training.rankers``), on the
+    exact context-free prompt the ranker uses.
     """
+    import random
+
     import datasets
 
     builder = prompt_builder(tokenizer, settings)
+    rng = random.Random(seed)
+    context_free = 0
     rows: list[dict[str, Any]] = []
     too_long = empty = prompt_tokens = completion_tokens = 0
     for row in pairs:
@@ -239,6 +250,14 @@ def encode_pairs(
         prompt_tokens += encoded.prompt_tokens
         completion_tokens += encoded.completion_tokens
         rows.append({"input_ids": encoded.input_ids, "labels": encoded.labels})
+        if context_free_share and rng.random() < context_free_share:
+            free = encode_pair(replace(pair, transcript=(), chat=()), builder, tokenizer)
+            rows.append({"input_ids": free.input_ids, "labels": free.labels})
+            context_free += 1
+    if context_free:
+        log.info(
+            "added %d context-free copies of pairs (share %.2f)", context_free, context_free_share
+        )
     stats = EncodeStats(
         pairs=len(pairs),
         examples=len(rows),

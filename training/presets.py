@@ -84,6 +84,9 @@ class Preset:
     liger: bool = False
     """Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE, linear + cross-entropy) on a
     CUDA GPU where ``liger-kernel`` is installed; the same math in fewer kernels."""
+    context_free_share: float = 0.0
+    """Share of pairs also trained with no context (see ``training.collate.encode_pairs``):
+    teaches p(message | no context), which PMI ranking divides by."""
     seed: int = 0
 
     def check(self) -> None:
@@ -100,6 +103,8 @@ class Preset:
                 raise ConfigError(f"preset {self.name}: {name} must be at least 1")
         if self.max_steps == 0 or (self.max_steps < 0 and self.epochs <= 0):
             raise ConfigError(f"preset {self.name}: give --steps > 0 or --epochs > 0")
+        if not 0.0 <= self.context_free_share <= 1.0:
+            raise ConfigError(f"preset {self.name}: context_free_share must be within 0..1")
         if self.lr <= 0:
             raise ConfigError(f"preset {self.name}: the learning rate must be positive")
 

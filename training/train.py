@@ -335,7 +335,14 @@ def train(
     attn = resolve_attn(request.attn_implementation, preset)
     model, tokenizer = load_base(preset, request.base, attn_implementation=attn)
     pairs = load_train_pairs(files, split=request.split, test_fraction=request.test_fraction)
-    dataset, stats = encode_pairs(pairs, tokenizer, preset.max_length, settings=reply_settings)
+    dataset, stats = encode_pairs(
+        pairs,
+        tokenizer,
+        preset.max_length,
+        settings=reply_settings,
+        context_free_share=preset.context_free_share,
+        seed=preset.seed,
+    )
     log.info(
         "%d examples from %d pairs (%d prompt + %d message tokens) in %s",
         stats.examples,
@@ -429,8 +436,8 @@ __all__ = [
     "code_version",
     "load_base",
     "lora_config",
-    "resolve_attn",
     "loss_curve",
+    "resolve_attn",
     "sft_config",
     "train",
 ]

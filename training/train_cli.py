@@ -61,6 +61,7 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         packing=False if args.no_packing else None,
         liger=args.liger,
+        context_free_share=args.context_free_share,
     )
     saved_args: dict[str, Any] = {k: v for k, v in vars(args).items() if not callable(v)}
     request = TrainRequest(
@@ -131,6 +132,12 @@ def add_train_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     tp.add_argument(
         "--max-length", type=_positive_int, default=None, help="tokens per row and per example"
+    )
+    tp.add_argument(
+        "--context-free-share",
+        type=float,
+        default=None,
+        help="share of pairs also trained with no context (for PMI ranking; default 0)",
     )
     tp.add_argument("--rank", type=_positive_int, default=None, help="LoRA rank (at most 16)")
     tp.add_argument("--grad-accum", type=_positive_int, default=None, help="accumulation steps")

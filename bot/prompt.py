@@ -83,20 +83,26 @@ class PromptBuilder:
             keep=target,
         )
         spoken = [_render_quoted(u) for u in trimmed.utterances]
-        chat = "\n".join(_render_quoted(m) for m in trimmed.chat) or "(no messages yet)"
+        said = [_render_quoted(m) for m in trimmed.chat]
         addressed = ""
         if target is not None:
             addressed = self._addressed.format(
                 user=target.display_name or target.user, text=quote_as_data(target.text)
             )
 
-        def render(lines: list[str]) -> str:
-            transcript = "\n".join(lines) or "(silence)"
-            return self._template.format(transcript=transcript, chat=chat, addressed=addressed)
+        def render(spoken: list[str], said: list[str]) -> str:
+            return self._template.format(
+                transcript="\n".join(spoken) or "(silence)",
+                chat="\n".join(said) or "(no messages yet)",
+                addressed=addressed,
+            )
 
         system = self._persona.format(bot_name=self._settings.bot_name)
         grid = self._settings.prompt_length_grid
-        user = render(self._on_grid(spoken, render, grid) if grid > 1 else spoken)
+        if grid > 1:  # the transcript's oldest lines first, then chat's; never the newest
+            spoken = self._on_grid(spoken, lambda lines: render(lines, said), grid)
+            said = self._on_grid(said, lambda lines: render(spoken, lines), grid)
+        user = render(spoken, said)
         return PromptParts(system=system, user=user, snapshot=trimmed)
 
     def _on_grid(
@@ -104,12 +110,11 @@ class PromptBuilder:
     ) -> list[str]:
         """``lines`` with the start of the oldest cut so the user text's token count is a
         multiple of ``grid`` (the chat template adds a constant, so every prompt length
-        then falls on one residue). Cuts at most a few lines' worth; a prompt whose
-        transcript cannot be cut (silence) is left as it is."""
+        then falls on one residue). Whole old lines may go, never the newest."""
         lines = list(lines)
         for _ in range(8):
             excess = self._count_tokens(render(lines)) % grid
-            if excess == 0 or not lines:
+            if excess == 0 or len(lines) < 2:
                 return lines
             oldest = lines[0]
             have = self._count_tokens(oldest)

@@ -57,3 +57,46 @@ def test_clean_generation() -> None:
     assert clean_generation('"KEKW this is great"\nsecond line', "chatling") == "KEKW this is great"
     assert clean_generation("chatling: hi chat", "chatling") == "hi chat"
     assert clean_generation("   ", "chatling") == ""
+
+
+def test_prompt_lengths_fall_on_the_grid_and_keep_the_newest_lines() -> None:
+    from transformers import AutoTokenizer
+
+    from bot.settings import DEFAULT_MODEL_DIR
+
+    tokenizer = AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR)
+
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False))
+
+    def prompt_ids(builder: PromptBuilder, snap: ContextSnapshot) -> list[int]:
+        parts = builder.build(snap, None)
+        messages = [
+            {"role": "system", "content": parts.system},
+            {"role": "user", "content": parts.user},
+        ]
+        ids = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        return list(ids)
+
+    on_grid = PromptBuilder(ReplySettings(), count)
+    off_grid = PromptBuilder(ReplySettings(prompt_length_grid=0), count)
+    residues, lengths_off = set(), set()
+    for n in range(3, 15):  # (two short lines a section may be too little to cut)
+        spoken = tuple(
+            Utterance(float(i), i + 1.0, f"line {i} we go left then right {'and up ' * (i % 4)}")
+            for i in range(n)
+        )
+        chat = tuple(ChatMessage(float(i), f"u{i}", "KEKW " * (i % 5 + 1)) for i in range(n))
+        snap = ContextSnapshot(now=60.0, utterances=spoken, chat=chat)
+        residues.add(len(prompt_ids(on_grid, snap)) % 32)
+        lengths_off.add(len(prompt_ids(off_grid, snap)))
+        user = on_grid.build(snap, None).user
+        assert spoken[-1].text.strip() in user  # the newest speech is never cut
+        assert f"u{n - 1}: {chat[-1].text.strip()}" in user
+    assert len(residues) == 1, residues
+    assert len(lengths_off) > 8  # without the grid every context has its own length
+    # A single line of speech is never cut.
+    one = ContextSnapshot(60.0, (Utterance(1.0, 2.0, "we are fighting the dragon boss now"),), ())
+    assert "we are fighting the dragon boss now" in on_grid.build(one, None).user

@@ -217,15 +217,7 @@ async def flood(fake: FakeTwitch, rate: float, stop: asyncio.Event, sent: dict[s
 
 def env_file(path: Path, fake: FakeTwitch, access: str, refresh: str) -> Path:
     lines = {
-        "CHATLING_TWITCH__CHANNEL": fake.broadcaster.login,
-        "CHATLING_TWITCH__BOT_LOGIN": fake.bot.login,
-        "CHATLING_TWITCH__CLIENT_ID": fake.client_id,
-        "CHATLING_TWITCH__BOT_TOKEN": access,
-        "CHATLING_TWITCH__REFRESH_TOKEN": refresh,
-        "CHATLING_TWITCH__TOKEN_FILE": str(path.parent / "tokens.json"),
-        "CHATLING_TWITCH__HELIX_URL": fake.helix_base,
-        "CHATLING_TWITCH__ID_URL": fake.base,
-        "CHATLING_TWITCH__EVENTSUB_URL": fake.wss,
+        **fake.env_settings(access, refresh, str(path.parent / "tokens.json")),
         "CHATLING_TWITCH__IS_MODERATOR": "true",
         "CHATLING_STORAGE__DB_PATH": str(path.parent / "live.sqlite"),
         "CHATLING_MODEL__ENFORCE_EAGER": "true",

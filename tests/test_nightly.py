@@ -253,15 +253,7 @@ async def test_scheduled_retrain_inside_chatling_run_keeps_chatting(
     with FakeTwitch() as fake:
         access, refresh = fake.issue_tokens()
         lines = {
-            "CHATLING_TWITCH__CHANNEL": fake.broadcaster.login,
-            "CHATLING_TWITCH__BOT_LOGIN": fake.bot.login,
-            "CHATLING_TWITCH__CLIENT_ID": fake.client_id,
-            "CHATLING_TWITCH__BOT_TOKEN": access,
-            "CHATLING_TWITCH__REFRESH_TOKEN": refresh,
-            "CHATLING_TWITCH__TOKEN_FILE": str(tmp_path / "tokens.json"),
-            "CHATLING_TWITCH__HELIX_URL": fake.helix_base,
-            "CHATLING_TWITCH__ID_URL": fake.base,
-            "CHATLING_TWITCH__EVENTSUB_URL": fake.wss,
+            **fake.env_settings(access, refresh, str(tmp_path / "tokens.json")),
             "CHATLING_STORAGE__DB_PATH": str(db),
             "CHATLING_AUDIO__ENABLED": "false",
             "CHATLING_REPLY__GLOBAL_COOLDOWN_S": "1",

@@ -96,7 +96,7 @@ def dpo_config(
     """
     from trl import DPOConfig
 
-    from training.train import _cuda_available
+    from training.train import runtime_args
 
     grad_accum = max(1, min(preset.grad_accum, pairs // (preset.batch_size * MIN_STEPS_PER_EPOCH)))
     return DPOConfig(
@@ -117,12 +117,7 @@ def dpo_config(
         max_length=preset.max_length,
         beta=beta,
         loss_type=["sigmoid"],
-        seed=preset.seed,
-        report_to="none",
-        dataloader_num_workers=0,
-        dataloader_pin_memory=_cuda_available(),
-        use_cpu=not _cuda_available(),
-        ddp_find_unused_parameters=False,
+        **runtime_args(preset),
     )
 
 

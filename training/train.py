@@ -101,6 +101,20 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def runtime_args(preset: Preset) -> dict[str, Any]:
+    """Trainer arguments every chatling trainer (SFT, DPO) shares: seed, device, no
+    reporting, data loading in the main process, DDP without unused-parameter scans."""
+    cuda = _cuda_available()
+    return {
+        "seed": preset.seed,
+        "report_to": "none",
+        "dataloader_num_workers": 0,
+        "dataloader_pin_memory": cuda,
+        "use_cpu": not cuda,
+        "ddp_find_unused_parameters": False,
+    }
+
+
 def sft_config(preset: Preset, checkpoints: Path) -> Any:
     """trl's ``SFTConfig`` for the preset: checkpoints, and length-grouped padded batches
     when the preset does not pack (packing is done before, see ``build_trainer``)."""
@@ -132,12 +146,7 @@ def sft_config(preset: Preset, checkpoints: Path) -> Any:
         completion_only_loss=True,
         # Packed rows have no attention mask: count all tokens (bfd leaves little padding).
         include_num_input_tokens_seen="all" if preset.packing else "non_padding",
-        seed=preset.seed,
-        report_to="none",
-        dataloader_num_workers=0,
-        dataloader_pin_memory=_cuda_available(),
-        use_cpu=not _cuda_available(),
-        ddp_find_unused_parameters=False,
+        **runtime_args(preset),
         save_only_model=False,
         use_liger_kernel=preset.liger and _liger_available(),
     )
@@ -438,6 +447,7 @@ __all__ = [
     "lora_config",
     "loss_curve",
     "resolve_attn",
+    "runtime_args",
     "sft_config",
     "train",
 ]

@@ -200,6 +200,20 @@ class FakeTwitch:
         self.refresh[refresh] = uid
         return access, refresh
 
+    def env_settings(self, access: str, refresh: str, token_file: str) -> dict[str, str]:
+        """The ``.env`` lines that point ``chatling run``'s Twitch client at this fake."""
+        return {
+            "CHATLING_TWITCH__CHANNEL": self.broadcaster.login,
+            "CHATLING_TWITCH__BOT_LOGIN": self.bot.login,
+            "CHATLING_TWITCH__CLIENT_ID": self.client_id,
+            "CHATLING_TWITCH__BOT_TOKEN": access,
+            "CHATLING_TWITCH__REFRESH_TOKEN": refresh,
+            "CHATLING_TWITCH__TOKEN_FILE": token_file,
+            "CHATLING_TWITCH__HELIX_URL": self.helix_base,
+            "CHATLING_TWITCH__ID_URL": self.base,
+            "CHATLING_TWITCH__EVENTSUB_URL": self.wss,
+        }
+
     def run(self, fn: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
         """Run ``fn()`` on the fake's loop; await the result from the test's loop."""
         assert self._loop is not None

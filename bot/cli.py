@@ -184,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
     sub = parser.add_subparsers(dest="command", required=True)
+    from training.contrast_cli import add_contrast_command
     from training.data_cli import add_data_commands
     from training.eval_cli import add_eval_command
     from training.nightly_cli import add_nightly_commands
@@ -191,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_data_commands(sub)
     add_train_command(sub)
+    add_contrast_command(sub)
     add_eval_command(sub)
     add_nightly_commands(sub)
 

@@ -63,14 +63,14 @@ class PreferencePair:
     """User turn of the live prompt, as logged in ``bot_replies.prompt``."""
     chosen: str
     rejected: str
-    prompt_reply_id: int
-    """``bot_replies.id`` of the marked reply whose prompt this is."""
-    chosen_reply_id: int
+    prompt_reply_id: int | None = None
+    """``bot_replies.id`` of the marked reply whose prompt this is (None: not from marks)."""
+    chosen_reply_id: int | None = None
     """``bot_replies.id`` the chosen text comes from."""
-    rejected_reply_id: int
+    rejected_reply_id: int | None = None
     """``bot_replies.id`` the rejected text comes from."""
-    feedback_ids: tuple[int, ...]
-    """The ``feedback`` rows (marks) that made this pair."""
+    feedback_ids: tuple[int, ...] = ()
+    """The ``feedback`` rows (marks) that made this pair (none for ``training.contrast``)."""
 
     def messages(self) -> list[dict[str, str]]:
         """The prompt as chat-template messages (system, user)."""

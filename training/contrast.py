@@ -75,18 +75,14 @@ class _Moments:
         by_source: dict[str, list[tuple[float, str]]] = {}
         for p in pairs:
             by_source.setdefault(p.source, []).append((p.offset, dedupe_key(p.target)))
-        self._times = {}
-        self._keys = {}
-        for source, rows in by_source.items():
-            rows.sort()
-            self._times[source] = [t for t, _ in rows]
-            self._keys[source] = [k for _, k in rows]
+        self._rows = {source: sorted(rows) for source, rows in by_source.items()}
+        self._times = {source: [t for t, _ in rows] for source, rows in self._rows.items()}
 
     def near(self, pair: Pair, gap_s: float) -> set[str]:
-        times, keys = self._times[pair.source], self._keys[pair.source]
+        times = self._times[pair.source]
         lo = bisect.bisect_left(times, pair.offset - gap_s)
         hi = bisect.bisect_right(times, pair.offset + gap_s)
-        return set(keys[lo:hi])
+        return {key for _, key in self._rows[pair.source][lo:hi]}
 
 
 def _pick(
@@ -96,6 +92,13 @@ def _pick(
     """A random pool index among ``order`` whose message is not excluded."""
     allowed = [int(j) for j in order if pool.keys[j] not in excluded]
     return allowed[int(rng.integers(len(allowed)))] if allowed else None
+
+
+def _nearest(pool: CandidatePool, text: str, limit: int) -> np.ndarray:
+    """Pool indices of the ``limit`` messages most similar to ``text`` (TF-IDF, shared words)."""
+    sims = pool.index.similarities(text)
+    close = np.flatnonzero(sims > 0)
+    return close[np.argsort(-sims[close], kind="stable")][:limit]
 
 
 def draw_negatives(pairs: Sequence[Pair], config: ContrastConfig) -> list[tuple[int, str, str]]:
@@ -109,29 +112,28 @@ def draw_negatives(pairs: Sequence[Pair], config: ContrastConfig) -> list[tuple[
     frequent = pool.frequent_order()[: config.n_frequent]
     moments = _Moments(pairs)
     everyone = np.arange(len(pool.texts))
+    wants_similar = config.negatives > KINDS.index("similar")
     out: list[tuple[int, str, str]] = []
     for i, pair in enumerate(pairs):
         if not dedupe_key(pair.target):
             continue
         rng = np.random.default_rng([config.seed, i])
         excluded = moments.near(pair, config.gap_s)
-        similar: np.ndarray | None = None
-        taken: set[str] = set()
+        orders = {
+            "frequent": frequent,
+            "similar": _nearest(pool, pair.target, config.n_similar)
+            if wants_similar
+            else everyone[:0],
+            "random": everyone,
+        }
         for k in range(config.negatives):
             kind = KINDS[k % len(KINDS)]
-            if kind == "similar" and similar is None:
-                sims = pool.index.similarities(pair.target)
-                close = np.flatnonzero(sims > 0)
-                similar = close[np.argsort(-sims[close], kind="stable")]
-            order = {"frequent": frequent, "similar": similar, "random": everyone}[kind]
-            assert order is not None
-            j = _pick(order[: config.n_similar] if kind == "similar" else order, pool,
-                      excluded | taken, rng)  # fmt: skip
+            j = _pick(orders[kind], pool, excluded, rng)
             if j is None and kind != "random":
-                kind, j = "random", _pick(everyone, pool, excluded | taken, rng)
+                kind, j = "random", _pick(everyone, pool, excluded, rng)
             if j is None:
                 break
-            taken.add(pool.keys[j])
+            excluded.add(pool.keys[j])  # never the same rejected message twice
             out.append((i, pool.texts[j], kind))
     return out
 

@@ -29,7 +29,7 @@ def run_contrast(args: argparse.Namespace) -> int:
     from bot.errors import ModelError
     from training.collate import find_pair_files, load_train_pairs, prompt_builder
     from training.contrast import ContrastConfig, contrast_pairs
-    from training.dpo import _read_metadata, train_dpo
+    from training.dpo import adapter_base, train_dpo
     from training.pairs import pairs_from_rows
     from training.presets import get_preset, with_overrides
     from training.train_cli import _setup_logging
@@ -45,7 +45,7 @@ def run_contrast(args: argparse.Namespace) -> int:
     )
     config = ContrastConfig(negatives=args.negatives, gap_s=args.gap, seed=args.seed or 0)
     config.check()
-    base = args.base or _read_metadata(adapter).get("base_model") or preset.base
+    base = adapter_base(adapter, preset, args.base)
     files = find_pair_files(Path(args.data))
     rows = load_train_pairs(files, split=args.split, test_fraction=args.test_fraction)
     try:

@@ -195,6 +195,12 @@ def _read_metadata(adapter_dir: Path) -> dict[str, Any]:
         raise ModelError(f"{path}: unreadable adapter metadata ({exc})") from None
 
 
+def adapter_base(adapter_dir: Path, preset: Preset, base: str | None = None) -> str:
+    """The base model to train an adapter on: ``base`` if given, else the one its metadata
+    names, else the preset's."""
+    return str(base or _read_metadata(adapter_dir).get("base_model") or preset.base)
+
+
 def _last_metrics(history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     keys = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
     last = next((e for e in reversed(history) if "loss" in e), {})
@@ -335,7 +341,7 @@ def train_dpo(
         raise ConfigError("DPO needs beta > 0 and steps >= 1 (or epochs > 0)")
     staging = _fresh_staging(out_dir)
     sft_meta = _read_metadata(adapter_dir)
-    base = base or sft_meta.get("base_model") or preset.base
+    base = adapter_base(adapter_dir, preset, base)
     lr = lr if lr is not None else preset.lr * LR_SCALE
     started_at = datetime.now(UTC)
     policy, tokenizer = load_policy(
@@ -399,6 +405,7 @@ def maybe_train_dpo(
 __all__ = [
     "DEFAULT_BETA",
     "MIN_PREFERENCE_PAIRS",
+    "adapter_base",
     "build_dpo_trainer",
     "dpo_config",
     "load_policy",

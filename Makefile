@@ -11,7 +11,7 @@ MODELS := data/models/.provisioned
 HAS_CUDA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 EXTRA := $(if $(HAS_CUDA),cuda,cpu)
 
-.PHONY: setup demo test test-all test-hardening lint bench clean-models help
+.PHONY: setup demo test test-all test-hardening lint bench clean-models help system-packages
 
 help:
 	@echo "make demo   - set up, then replay the demo stream through the whole pipeline"
@@ -41,7 +41,22 @@ setup: $(MODELS)
 demo: setup
 	$(VENV)/bin/chatling replay
 
-test: setup
+# Debian packages the tests need (PulseAudio for the loopback-audio tests, Chromium
+# for the browser tests), installed when missing and apt-get is there, so `make test`
+# is the whole set-up on a fresh machine.
+MISSING_SYSTEM := $(shell command -v pulseaudio >/dev/null 2>&1 && command -v paplay \
+	>/dev/null 2>&1 || echo pulseaudio pulseaudio-utils libpulse0) \
+	$(shell test -x /usr/bin/chromium || echo chromium)
+
+system-packages:
+	@if [ -n "$(strip $(MISSING_SYSTEM))" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing $(strip $(MISSING_SYSTEM)) from Debian"; \
+		$(if $(filter 0,$(shell id -u)),,sudo -n) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo -n) \
+			apt-get install -y -qq $(MISSING_SYSTEM) >/dev/null; \
+	fi
+
+test: setup system-packages
 	$(PY) -m pytest -q
 
 # Full load and fault runs; their numbers go to tests/hardening/results/.

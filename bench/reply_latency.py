@@ -1,12 +1,18 @@
-"""How fast is a reply? vLLM AsyncLLM (1 and 4 candidates) against transformers ``generate``.
+"""How fast is a reply? vLLM AsyncLLM (1 and 4 candidates) against transformers ``generate``,
+and what the HTTP hop of the server backend (``CHATLING_MODEL__BACKEND=server``) costs.
 
 Same model (the packaged SmolLM2-135M-Instruct, bf16), same 50 prompts (the
 pipeline's real prompts at 50 moments of the demo stream), same sampling
 (temperature 0.9, top-p 0.95, up to 32 tokens, stop at a newline), in one run.
 Reports time to first token and to the full message (p50/p95), completion
-tokens per second, and peak resident memory of the process tree.
+tokens per second, and peak resident memory of the process tree. The server
+rows run a vLLM server on 127.0.0.1 after the in-process engine has shut down
+(one at a time: on 2 cores they would slow each other), same settings, eager.
+"x base n=4" is against the first n=4 row (transformers, or in-process vLLM
+with ``--skip-transformers``).
 
-Run: ``.venv/bin/python bench/reply_latency.py [--prompts 50] [--compile]``
+Run: ``.venv/bin/python bench/reply_latency.py [--prompts 50] [--compile]
+[--skip-transformers] [--skip-server]``
 """
 
 from __future__ import annotations
@@ -82,33 +88,73 @@ def bench_transformers(prompts: list[tuple[str, str]], n: int) -> dict:
     return _summary(f"transformers generate (n={n})", ttft, total, tokens, wall, mem.peak_bytes)
 
 
+async def _variants(
+    engine, prompts: list[tuple[str, str]], ns: list[int], label: str
+) -> list[dict]:
+    """The same prompts at each ``n`` through one engine (in-process or server)."""
+    from bot.engine import SamplingOptions
+
+    token_prompts = [engine.render_chat(s, u) for s, u in prompts]
+    # Warm-up (first requests pay one-off costs in both engines' favour otherwise).
+    await engine.generate(token_prompts[0], SamplingOptions(n=1, max_tokens=4))
+    results = []
+    for n in ns:
+        # Each variant starts from a cold prefix cache, or the second would
+        # reuse the first one's cached prompts.
+        await engine.reset_prefix_cache()
+        ttft, total, tokens = [], [], 0
+        started_all = now()
+        for i, ids in enumerate(token_prompts):
+            options = SamplingOptions(n=n, max_tokens=MAX_TOKENS, seed=i)
+            gen = await engine.generate(ids, options)
+            ttft.append(gen.first_token_s)
+            total.append(gen.total_s)
+            tokens += gen.completion_tokens
+        wall = now() - started_all
+        results.append(_summary(f"{label} (n={n})", ttft, total, tokens, wall, 0))
+    return results
+
+
 async def bench_vllm(prompts: list[tuple[str, str]], ns: list[int], eager: bool) -> list[dict]:
-    from bot.engine import SamplingOptions, VllmEngine
+    from bot.engine import VllmEngine
     from bot.settings import ModelSettings
 
-    results = []
     with PeakMemory() as mem:
         async with VllmEngine.start(ModelSettings(enforce_eager=eager)) as engine:
-            token_prompts = [engine.render_chat(s, u) for s, u in prompts]
-            # Warm-up (first requests pay one-off costs in both engines' favour otherwise).
-            await engine.generate(token_prompts[0], SamplingOptions(n=1, max_tokens=4))
-            for n in ns:
-                # Each variant starts from a cold prefix cache, or the second would
-                # reuse the first one's cached prompts.
-                await engine.reset_prefix_cache()
-                ttft, total, tokens = [], [], 0
-                started_all = now()
-                for i, ids in enumerate(token_prompts):
-                    options = SamplingOptions(n=n, max_tokens=MAX_TOKENS, seed=i)
-                    gen = await engine.generate(ids, options)
-                    ttft.append(gen.first_token_s)
-                    total.append(gen.total_s)
-                    tokens += gen.completion_tokens
-                wall = now() - started_all
-                mode = "eager" if eager else "compiled"
-                results.append(
-                    _summary(f"vLLM AsyncLLM {mode} (n={n})", ttft, total, tokens, wall, 0)
-                )
+            mode = "eager" if eager else "compiled"
+            results = await _variants(engine, prompts, ns, f"vLLM AsyncLLM {mode}")
+    for r in results:
+        r["peak_rss_mib"] = round(mem.peak_bytes / 2**20)
+    return results
+
+
+async def bench_server(prompts: list[tuple[str, str]], ns: list[int]) -> list[dict]:
+    """The same through the server backend: a vLLM server on 127.0.0.1 (started here with
+    ``chatling serve``'s command line, eager), streamed over HTTP by ``ServerEngine``."""
+    import socket
+    import tempfile
+
+    from bot.engine_server import ServerEngine
+    from bot.serve import ServerProcess
+    from bot.settings import ModelSettings
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = ModelSettings(
+        enforce_eager=True, backend="server", server_url=f"http://127.0.0.1:{port}"
+    )
+    log_path = Path(tempfile.mkdtemp()) / "server.log"
+    # Dev mode: /reset_prefix_cache, so each variant starts cold as in-process.
+    server = ServerProcess(settings, port, log_path, {"VLLM_SERVER_DEV_MODE": "1"})
+    with PeakMemory() as mem:  # the server is a child of this process: counted
+        server.start()
+        try:
+            await asyncio.to_thread(server.wait_ready)
+            async with ServerEngine.start(settings) as engine:
+                results = await _variants(engine, prompts, ns, "vLLM server over HTTP")
+        finally:
+            server.stop()
     for r in results:
         r["peak_rss_mib"] = round(mem.peak_bytes / 2**20)
     return results
@@ -132,6 +178,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", type=int, default=50)
     parser.add_argument("--compile", action="store_true", help="also run vLLM with torch.compile")
+    parser.add_argument(
+        "--skip-transformers",
+        action="store_true",
+        help="leave out the transformers rows (in-process vLLM is then the baseline)",
+    )
+    parser.add_argument(
+        "--skip-server", action="store_true", help="leave out the vLLM server backend rows"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
@@ -140,11 +194,15 @@ def main() -> None:
     # pick up files edited meanwhile.
     import bot.engine  # noqa: F401
 
-    rows = [bench_transformers(prompts, 1), bench_transformers(prompts, 4)]
-    print("baseline:", rows, flush=True)
+    rows = []
+    if not args.skip_transformers:
+        rows += [bench_transformers(prompts, 1), bench_transformers(prompts, 4)]
+        print("baseline:", rows, flush=True)
     rows += asyncio.run(bench_vllm(prompts, [1, 4], eager=True))
     if args.compile:
         rows += asyncio.run(bench_vllm(prompts, [1, 4], eager=False))
+    if not args.skip_server:
+        rows += asyncio.run(bench_server(prompts, [1, 4]))
     base4 = rows[1]["tokens_per_s"]
     for r in rows:
         r["throughput_vs_transformers_n4"] = round(r["tokens_per_s"] / base4, 2)

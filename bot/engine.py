@@ -15,6 +15,9 @@ chat meanwhile; the adapter in use is loaded again, and callers that arrive
 during the restart wait for it. Restarts are bounded: a few attempts with
 backoff per death, and at most ``RestartPolicy.max_restarts`` deaths per
 ``window_s``; past that every call raises an ``EngineError`` that says so.
+
+If the bot itself dies, however it dies, the engine's processes die with it
+(``bot.procwatch``).
 """
 
 from __future__ import annotations
@@ -34,11 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot import procwatch
 from bot.errors import EngineError, ModelError
 from bot.settings import ModelSettings, resolve_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
+
+    from bot.prompt import PromptParts
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,7 @@ class SamplingOptions:
     top_p: float = 0.95
     seed: int | None = None
     stop: tuple[str, ...] = ("\n",)
+    min_p: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +71,8 @@ class Generation:
     total_s: float
     completion_tokens: int
     adapter: str | None
+    truncated: tuple[bool, ...] = ()
+    """Per candidate: stopped by ``max_tokens`` (cut off mid-line) rather than a stop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +181,8 @@ class VllmEngine:
         """Build the engine, yield it, and always shut it down."""
         model = resolve_model(settings.name)
         _apply_platform_defaults()
+        # Before vLLM loads its plugins (in AsyncEngineArgs): its processes die with us.
+        procwatch.mark_owner()
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kvcache_gib))
         from transformers import AutoTokenizer
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -371,6 +382,12 @@ class VllmEngine:
         )
         return list(ids)
 
+    def render(self, parts: PromptParts) -> list[int]:
+        """Token ids of a prompt in its form (``bot.prompt.prompt_token_ids``)."""
+        from bot.prompt import prompt_token_ids
+
+        return list(prompt_token_ids(parts, self.tokenizer))
+
     async def generate(self, prompt_ids: list[int], options: SamplingOptions) -> Generation:
         """Generate ``options.n`` candidates for one prompt, streamed; abort on cancel."""
         from vllm import SamplingParams
@@ -384,6 +401,7 @@ class VllmEngine:
             max_tokens=options.max_tokens,
             temperature=options.temperature,
             top_p=options.top_p,
+            min_p=options.min_p,
             seed=options.seed,
             stop=list(options.stop),
             output_kind=RequestOutputKind.DELTA,
@@ -393,6 +411,7 @@ class VllmEngine:
         lora = LoRARequest(adapter.name, adapter.int_id, adapter.path) if adapter else None
         request_id = f"reply-{next(self._request_ids)}"
         texts = [""] * options.n
+        cut = [False] * options.n
         tokens = 0
         started = time.perf_counter()
         first_token_s = 0.0
@@ -406,6 +425,8 @@ class VllmEngine:
                 for completion in output.outputs:
                     texts[completion.index] += completion.text
                     tokens += len(completion.token_ids)
+                    if getattr(completion, "finish_reason", None) == "length":
+                        cut[completion.index] = True
                 if output.finished:
                     break
         except asyncio.CancelledError:
@@ -421,4 +442,5 @@ class VllmEngine:
             total_s=time.perf_counter() - started,
             completion_tokens=tokens,
             adapter=adapter.path if adapter else None,
+            truncated=tuple(cut),
         )

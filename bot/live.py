@@ -31,6 +31,7 @@ from bot.app import build_limiter, build_safety
 from bot.clock import StreamClock
 from bot.display import Display
 from bot.engine import VllmEngine, resolve_model
+from bot.engine_factory import start_engine
 from bot.errors import ConfigError
 from bot.events import ChatMessage
 from bot.nightly_schedule import NightlyScheduler
@@ -38,6 +39,7 @@ from bot.pipeline import EndOfStream, Pipeline, PipelineParts, PipelineStats
 from bot.prompt import PromptBuilder
 from bot.settings import Settings, resolve_path
 from bot.store import Store
+from bot.web import bot_handle, web_server
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,7 @@ async def run_live(
     db_path = resolve_path(settings.storage.db_path)
     display = display or Display(show_chat=True)
     sources: list[str] = []
+    web = web_server(settings)  # None unless CHATLING_WEB__ENABLED
 
     async with contextlib.AsyncExitStack() as stack:
         store = await stack.enter_async_context(
@@ -142,7 +145,7 @@ async def run_live(
             loading = None
         try:
             if engine is None:
-                engine = await stack.enter_async_context(VllmEngine.start(settings.model))
+                engine = await stack.enter_async_context(start_engine(settings.model))
         finally:
             if loading is not None:
                 whisper_model = await loading
@@ -189,13 +192,19 @@ async def run_live(
             store=store,
             stream_id=stream_id,
             sink=twitch.sink if twitch is not None else LogSink(),
-            display=display,
+            display=web.observe(display) if web else display,
             clock=clock,
             channel=twitch.channel if twitch is not None else "live",
             seed=settings.model.seed,
             known_bots=frozenset(b.casefold() for b in settings.twitch.known_bots),
         )
         pipeline = Pipeline(parts)
+        if web is not None:
+            up = ("twitch",) * use_twitch + ("discord",) * use_discord + ("audio",) * use_audio
+            handle = bot_handle(
+                settings, pipeline, store, stream_id, engine, db_path, "live", up, watcher
+            )
+            await stack.enter_async_context(web.serving(handle))
         if settings.schedule.enabled:
             idle_s = settings.schedule.live_idle_minutes * 60.0
 

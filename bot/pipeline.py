@@ -24,12 +24,12 @@ from bot.context import RollingContext
 from bot.display import Display
 from bot.engine import Generation, SamplingOptions
 from bot.errors import EngineError
-from bot.events import Candidate, ChatMessage, Reply, Utterance
+from bot.events import ChatMessage, Reply, Utterance
 from bot.policy import Decision, ReplyPolicy
-from bot.prompt import PromptBuilder, clean_generation
+from bot.prompt import PromptBuilder, PromptParts
 from bot.ratelimit import RateLimiter
+from bot.reply import ReplyWriter
 from bot.safety import SafetyFilter
-from bot.scoring import score_candidate
 from bot.settings import ReplySettings
 from bot.sinks import ChatSink
 
@@ -44,6 +44,8 @@ class Engine(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
     def render_chat(self, system: str, user: str) -> list[int]: ...
+
+    def render(self, parts: PromptParts) -> list[int]: ...
 
     async def generate(self, prompt_ids: list[int], options: SamplingOptions) -> Generation: ...
 
@@ -128,6 +130,7 @@ class Pipeline:
         self.state = self.policy.initial_state(parts.clock.now())
         self.recent_chat: deque[ChatMessage] = deque(maxlen=2000)
         self.stats = PipelineStats()
+        self.writer = ReplyWriter(s, parts.engine, parts.prompts, parts.safety)
         self.inbox: asyncio.Queue[InboxItem] = asyncio.Queue(maxsize=10_000)
         self._reply_task: asyncio.Task[None] | None = None
         self._reply_trigger: str | None = None
@@ -138,6 +141,8 @@ class Pipeline:
         self._replies = 0
         self.paused = False
         """Paused by a moderator: everything is still logged, nothing is posted."""
+        self._say_now = False
+        """The dashboard asked for a reply now (``say_now``), whatever the policy says."""
 
     # -- moderator control (``bot.control.BotControl``) -------------------------
 
@@ -149,6 +154,17 @@ class Pipeline:
         self.paused = False
         self.inbox.put_nowait(_Wake())
         log.info("replies resumed")
+
+    def say_now(self) -> bool:
+        """Reply at the loop's next turn, policy or not (the dashboard's "say something now").
+
+        Refused (False) while paused or while a reply is generating; the rate
+        limiter and the filter still apply to what comes out."""
+        if self.paused or (self._reply_task is not None and not self._reply_task.done()):
+            return False
+        self._say_now = True
+        self.inbox.put_nowait(_Wake())
+        return True
 
     def status_line(self) -> str:
         st = self.stats
@@ -228,6 +244,10 @@ class Pipeline:
             return None
         now = self.parts.clock.now()
         decision = self.policy.decide(self.state, now)
+        if self._say_now:
+            self._say_now = False
+            if not decision.speak and not self.state.generating:
+                decision = Decision(True, "quiet", None, "say now (dashboard)")
         if not decision.speak:
             return decision.wake_at
         log.debug("replying at %.1f: %s", now, decision.reason)
@@ -265,11 +285,11 @@ class Pipeline:
         return [m for m in self.recent_chat if m.offset >= horizon]
 
     async def _generate_reply(self, decision: Decision, now: float) -> Reply:
-        p, s = self.parts, self.parts.settings
+        p = self.parts
         target = decision.target
         started = time.perf_counter()
         snapshot = self.context.snapshot(now)
-        prompt = p.prompts.build(snapshot, target)
+        prompt = self.writer.prompt(snapshot, target)
         reply = Reply(
             offset=now,
             trigger=decision.trigger or "quiet",
@@ -279,18 +299,9 @@ class Pipeline:
             model=p.engine.model_name,
         )
         self._replies += 1
-        options = SamplingOptions(
-            n=s.candidates,
-            max_tokens=s.max_tokens,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            seed=p.seed * 1_000_003 + self._replies,
-        )
         self._in_engine = True
         try:
-            generation = await p.engine.generate(
-                p.engine.render_chat(prompt.system, prompt.user), options
-            )
+            generation = await self.writer.generate(prompt, p.seed * 1_000_003 + self._replies)
         except EngineError as exc:
             # The engine process died or refused the request: drop this reply, go on.
             log.error("generation failed, reply dropped: %s", exc)
@@ -302,14 +313,10 @@ class Pipeline:
         reply.adapter = generation.adapter
         reply.first_token_s = generation.first_token_s
         ready = p.clock.now()
-        recent = self._recent_for_filter(ready)
-        reply_to = target.user if target else None
-        for raw in generation.texts:
-            text = clean_generation(raw, s.bot_name)
-            verdict = p.safety.check(text, now=ready, reply_to_user=reply_to, recent_chat=recent)
-            final = verdict.text if verdict.allowed else text
-            score = score_candidate(final, prompt.snapshot, target.text if target else None)
-            reply.candidates.append(Candidate(final, verdict.allowed, verdict.reason, score))
+        judged = self.writer.judge(
+            generation, prompt, now=ready, target=target, recent_chat=self._recent_for_filter(ready)
+        )
+        reply.candidates.extend(judged.candidates)
         reply.latency_s = time.perf_counter() - started
         self.stats.latencies_s.append(reply.latency_s)
         self.stats.first_token_s.append(generation.first_token_s)
@@ -317,12 +324,11 @@ class Pipeline:
             newest_end = prompt.snapshot.utterances[-1].end
             self.stats.speech_to_reply_s.append(ready - newest_end)
             self.stats.seen_speech.append((newest_end, ready))
-        allowed = [c for c in reply.candidates if c.allowed]
-        if not allowed:
+        best = judged.chosen
+        if best is None:
             reply.status = "blocked"
             self.stats.blocked += 1
             return reply
-        best = max(allowed, key=lambda c: c.score)
         reply.chosen = best.text
         if not p.store.healthy:
             # Never post what cannot be logged: the log is the record of what the bot said.

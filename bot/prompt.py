@@ -10,14 +10,18 @@ of the conversation.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.context import ContextSnapshot, trim_to_budget
 from bot.errors import ConfigError
 from bot.events import ChatMessage, Utterance
 from bot.settings import PROJECT_ROOT, ReplySettings
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 # Markers of chat templates and of our own quoting tags.
 _MARKUP = re.compile(r"<\|[^|>]{0,40}\|>|</?\s*(?:transcript|chat|message|system|user)\s*>", re.I)
@@ -49,11 +53,57 @@ def _read_template(path: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PromptParts:
-    """A rendered prompt: system and user text, plus the snapshot it shows."""
+    """A rendered prompt: system and user text, plus the snapshot it shows.
+
+    ``form`` says how it reaches the model: ``chat`` puts ``system`` and ``user``
+    in the model's chat template; ``log`` sends ``user`` as plain text (the chat
+    log the model continues) and ``system`` is empty.
+    """
 
     system: str
     user: str
-    snapshot: ContextSnapshot
+    snapshot: ContextSnapshot = field(default_factory=lambda: ContextSnapshot(now=0.0))
+    form: str = "chat"
+
+
+def prompt_token_ids(parts: PromptParts, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The token ids the model is given for ``parts``: the one rendering that serving
+    (``VllmEngine.render``), training (``training.collate``) and evaluation share."""
+    return tokenizer(prompt_text(parts, tokenizer), add_special_tokens=False)["input_ids"]
+
+
+def prompt_text(parts: PromptParts, tokenizer: PreTrainedTokenizerBase) -> str:
+    """The text the model is given for ``parts`` (chat template applied for ``chat``)."""
+    if parts.form == "log":
+        return parts.user
+    messages = [
+        {"role": "system", "content": parts.system},
+        {"role": "user", "content": parts.user},
+    ]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def completion_text(parts: PromptParts, tokenizer: PreTrainedTokenizerBase, message: str) -> str:
+    """What the model writes after ``prompt_text`` when its answer is ``message``: the
+    chat template's assistant turn and end-of-turn token, or the log line and its
+    newline (the stop sequence)."""
+    if parts.form == "log":
+        return " " + message.strip() + "\n"
+    messages = [
+        {"role": "system", "content": parts.system},
+        {"role": "user", "content": parts.user},
+        {"role": "assistant", "content": message},
+    ]
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    prompt = prompt_text(parts, tokenizer)
+    if not full.startswith(prompt):
+        raise ConfigError(
+            "the model's chat template renders the prompt differently with and without the "
+            "assistant turn, so the message cannot be told apart; use a model whose template "
+            "continues the generation prompt with the assistant's text, or the `log` prompt form"
+        )
+    # "message<end-of-turn>\n" -> "message<end-of-turn>": the trailing newline is not trained.
+    return full[len(prompt) :].rstrip()
 
 
 class PromptBuilder:
@@ -66,15 +116,23 @@ class PromptBuilder:
         self._template = _read_template(settings.template_file)
         addressed_file = str(Path(settings.template_file).with_name("addressed.txt"))
         self._addressed = _read_template(addressed_file)
+        self._log_template = _read_template(settings.log_template_file).rstrip()
         try:
             self._persona.format(bot_name="x")
             self._template.format(transcript="", chat="", addressed="")
             self._addressed.format(user="", text="")
+            self._log_template.format(bot_name="", transcript="", chat="")
         except (KeyError, IndexError, ValueError) as exc:
             raise ConfigError(f"prompt template has an unknown placeholder: {exc}") from None
 
+    @property
+    def form(self) -> str:
+        return self._settings.prompt_form
+
     def build(self, snapshot: ContextSnapshot, target: ChatMessage | None) -> PromptParts:
         """The prompt for a reply at ``snapshot.now``, answering ``target`` if given."""
+        if self._settings.prompt_form == "log":
+            return self._build_log(snapshot, target)
         trimmed = trim_to_budget(
             snapshot,
             self._count_tokens,
@@ -105,6 +163,35 @@ class PromptBuilder:
         user = render(spoken, said)
         return PromptParts(system=system, user=user, snapshot=trimmed)
 
+    def _build_log(self, snapshot: ContextSnapshot, target: ChatMessage | None) -> PromptParts:
+        """The chat log the model continues: the stream's own recent lines are its
+        examples of how this chat writes, and the last line is the bot's name."""
+        if target is not None and target not in snapshot.chat:
+            # A direct question from outside the chat (Discord /chat): its newest line.
+            snapshot = ContextSnapshot(snapshot.now, snapshot.utterances, (*snapshot.chat, target))
+        trimmed = trim_to_budget(
+            snapshot,
+            self._count_tokens,
+            self._settings.prompt_token_budget,
+            render_line=_render_quoted,
+            keep=target,
+        )
+        spoken = [_render_quoted(u) for u in trimmed.utterances]
+        said = [_render_quoted(m) for m in trimmed.chat]
+
+        def render(spoken: list[str], said: list[str]) -> str:
+            return self._log_template.format(
+                bot_name=self._settings.bot_name,
+                transcript=" ".join(spoken) or "(nothing)",
+                chat="\n".join(said),
+            )
+
+        grid = self._settings.prompt_length_grid
+        if grid > 1:
+            spoken = self._on_grid(spoken, lambda lines: render(lines, said), grid)
+            said = self._on_grid(said, lambda lines: render(spoken, lines), grid)
+        return PromptParts(system="", user=render(spoken, said), snapshot=trimmed, form="log")
+
     def _on_grid(
         self, lines: list[str], render: Callable[[list[str]], str], grid: int
     ) -> list[str]:
@@ -133,17 +220,35 @@ class PromptBuilder:
         return lines
 
 
-def clean_generation(text: str, bot_name: str) -> str:
-    """First line of a generation, without a speaker prefix or wrapping quotes."""
+_SPEAKER = re.compile(r"^\s*([^\s:]{2,25})\s*:\s+")
+
+
+def clean_generation(text: str, bot_name: str, names: Iterable[str] = ()) -> str:
+    """First line of a generation, without a speaker prefix or wrapping quotes.
+
+    A prefix is dropped when it is the bot's own name, a generic speaker word, or
+    one of ``names`` (the chat users the prompt showed): a model continuing a chat
+    log copies the log's ``name: text`` format, and a viewer's name in front of
+    the bot's line reads as impersonation.
+    """
     line = text.strip().split("\n", 1)[0].strip()
-    lowered = line.lower()
-    for prefix in (f"{bot_name.lower()}:", "chat:", "message:", "viewer:"):
-        if lowered.startswith(prefix):
-            line = line[len(prefix) :].strip()
+    speakers = {bot_name.casefold(), "chat", "message", "viewer", *(n.casefold() for n in names)}
+    for _ in range(2):  # "chatling: viewer42: hi" -> "hi"
+        match = _SPEAKER.match(line)
+        if not match or match.group(1).casefold().lstrip("@") not in speakers:
             break
+        line = line[match.end() :].strip()
     if len(line) >= 2 and line[0] == line[-1] and line[0] in "\"'“”":
         line = line[1:-1].strip()
     return line.strip('“”"').strip()
 
 
-__all__ = ["PromptBuilder", "PromptParts", "clean_generation", "quote_as_data"]
+__all__ = [
+    "PromptBuilder",
+    "PromptParts",
+    "clean_generation",
+    "completion_text",
+    "prompt_text",
+    "prompt_token_ids",
+    "quote_as_data",
+]

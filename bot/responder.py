@@ -20,13 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.context import ContextSnapshot
-from bot.engine import SamplingOptions
 from bot.errors import EngineError
 from bot.events import Candidate, ChatMessage, Reply
 from bot.pipeline import Engine, EventStore
-from bot.prompt import PromptBuilder, clean_generation
+from bot.prompt import PromptBuilder
+from bot.reply import ReplyWriter
 from bot.safety import SafetyFilter
-from bot.scoring import score_candidate
 from bot.settings import ReplySettings
 
 log = logging.getLogger(__name__)
@@ -92,6 +91,7 @@ class ChatResponder:
         self._clock = clock or _Elapsed()
         self._seed = seed
         self._count = 0
+        self._writer = ReplyWriter(settings, engine, prompts, safety)
 
     def _snapshot(self) -> ContextSnapshot:
         if self._context is not None:
@@ -107,7 +107,6 @@ class ChatResponder:
         message_id: str | None = None,
     ) -> Answer:
         """Answer ``text`` from ``user``; raises ``EngineError`` (logged as failed)."""
-        s = self._settings
         started = time.perf_counter()
         snapshot = self._snapshot()
         asked = ChatMessage(
@@ -118,7 +117,7 @@ class ChatResponder:
             message_id=message_id,
             source=TRIGGER,
         )
-        prompt = self._prompts.build(snapshot, asked)
+        prompt = self._writer.prompt(snapshot, asked)
         reply = Reply(
             offset=snapshot.now,
             trigger=TRIGGER,
@@ -128,17 +127,8 @@ class ChatResponder:
             model=self._engine.model_name,
         )
         self._count += 1
-        options = SamplingOptions(
-            n=s.candidates,
-            max_tokens=s.max_tokens,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            seed=self._seed * 1_000_003 + self._count,
-        )
         try:
-            generation = await self._engine.generate(
-                self._engine.render_chat(prompt.system, prompt.user), options
-            )
+            generation = await self._writer.generate(prompt, self._seed * 1_000_003 + self._count)
         except EngineError:
             reply.status = "failed"
             reply.latency_s = time.perf_counter() - started
@@ -146,17 +136,12 @@ class ChatResponder:
             raise
         reply.adapter = generation.adapter
         reply.first_token_s = generation.first_token_s
-        for raw in generation.texts:
-            cleaned = clean_generation(raw, s.bot_name)
-            verdict = self._safety.check(
-                cleaned, now=snapshot.now, reply_to_user=user, recent_chat=snapshot.chat
-            )
-            final = verdict.text if verdict.allowed else cleaned
-            score = score_candidate(final, prompt.snapshot, text)
-            reply.candidates.append(Candidate(final, verdict.allowed, verdict.reason, score))
+        judged = self._writer.judge(
+            generation, prompt, now=snapshot.now, target=asked, recent_chat=snapshot.chat
+        )
+        reply.candidates.extend(judged.candidates)
         reply.latency_s = time.perf_counter() - started
-        allowed = [c for c in reply.candidates if c.allowed]
-        if not allowed:
+        if judged.chosen is None:
             reply.status = "blocked"
             shown, generated = FALLBACK_TEXT, False
             log.info(
@@ -170,7 +155,7 @@ class ChatResponder:
             shown, generated = UNLOGGED_TEXT, False
             log.error("/chat from %s not answered: the store is not writing", user)
         else:
-            reply.chosen = max(allowed, key=lambda c: c.score).text
+            reply.chosen = judged.chosen.text
             reply.status = "posted"
             shown, generated = reply.chosen, True
         self._store.add_reply(self._stream_id, reply)

@@ -12,7 +12,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -111,7 +111,7 @@ class AudioSettings(_Group):
 
 
 class ModelSettings(_Group):
-    """The language model served in-process by vLLM."""
+    """The language model: vLLM in-process or a vLLM server."""
 
     name: str = "data/models/smollm2-135m-instruct"
     """Model directory or Hugging Face id (default: the packaged SmolLM2-135M-Instruct)."""
@@ -135,6 +135,20 @@ class ModelSettings(_Group):
     """KV cache size on CPU (GiB)."""
     seed: int = 0
     """Seed of sampling and of the quiet-interval jitter."""
+    backend: Literal["inprocess", "server"] = "inprocess"
+    """inprocess: vLLM inside the bot; server: a vLLM server at server_url (`chatling serve`)."""
+    server_url: str = "http://127.0.0.1:8000"
+    """Base URL of the vLLM server (backend=server; `chatling serve` listens on its port)."""
+    server_api_key: SecretStr = SecretStr("")
+    """API key of the vLLM server (its --api-key); empty: none."""
+    server_connect_timeout_s: float = 5.0
+    """Seconds to connect to the vLLM server before a request fails."""
+    server_stall_timeout_s: float = 30.0
+    """Seconds without a streamed token before a reply counts as stalled and is dropped."""
+    server_request_timeout_s: float = 120.0
+    """Longest a whole request to the vLLM server may take (a reply, an adapter load)."""
+    pipeline_parallel_size: int = 1
+    """Pipeline stages (machines or GPU groups) of `chatling serve`."""
 
 
 class ReplySettings(_Group):
@@ -145,7 +159,13 @@ class ReplySettings(_Group):
     persona_file: str = "prompts/persona.txt"
     """System prompt (persona) file."""
     template_file: str = "prompts/reply.txt"
-    """Reply prompt template file (addressed.txt beside it)."""
+    """Reply prompt template file of the `chat` prompt form (addressed.txt beside it)."""
+    prompt_form: Literal["log", "chat"] = "log"
+    """`log`: the model continues the stream's chat log with one line of its own (plain
+    text, no chat template); `chat`: persona + instructions in the model's chat template.
+    Chosen on DougDoug validation (docs/results.md, "What the bot writes")."""
+    log_template_file: str = "prompts/chatlog.txt"
+    """Prompt template of the `log` prompt form."""
     blocked_terms_file: str = "prompts/blocked_terms.txt"
     """Default blocked-terms list, one term a line."""
     extra_blocked_terms: list[str] = Field(default_factory=list)
@@ -169,6 +189,11 @@ class ReplySettings(_Group):
     """Sampling temperature."""
     top_p: float = 0.95
     """Nucleus sampling threshold."""
+    min_p: float = 0.0
+    """Drop tokens less likely than this share of the most likely one (0: off)."""
+    chooser: Literal["first", "score"] = "first"
+    """How one allowed candidate is picked: `first` (the first in sampling order, i.e. a
+    draw from the model's own distribution) or `score` (the heuristic of bot/scoring.py)."""
     burst_messages: int = 12
     """This many chat messages within burst_window_s count as a burst."""
     burst_window_s: float = 10.0
@@ -191,6 +216,10 @@ class ReplySettings(_Group):
     """Longest message posted (Twitch's limit is 500)."""
     duplicate_window_s: float = 300.0
     """Never post a copy of a chat message from this many seconds back."""
+    allowed_links: list[str] = Field(default_factory=list)
+    """Links the bot may post (JSON list, e.g. your socials: ["youtube.com/@you"])."""
+    offensive_threshold: float = Field(default=0.95, ge=0.0, le=1.01)
+    """Classifier score from which an insult aimed at someone is blocked (1.01: off)."""
 
 
 class StorageSettings(_Group):
@@ -255,6 +284,29 @@ class ScheduleSettings(_Group):
     """CPU threads the retrain may use (leave the rest to the live bot)."""
 
 
+class WebSettings(_Group):
+    """The streamer's control room: OBS overlay and dashboard served by the bot (bot/web)."""
+
+    enabled: bool = False
+    """Serve /overlay and /dashboard from `chatling run` and `chatling replay`."""
+    host: str = "127.0.0.1"
+    """Address to listen on; keep 127.0.0.1 unless a reverse proxy adds TLS in front."""
+    port: int = Field(default=8787, ge=0, le=65535)
+    """Port to listen on (`chatling web url` prints the links)."""
+    token_file: str = "data/web-token"
+    """The access token of the pages, made on first start (mode 0600, beside the Twitch tokens)."""
+    overlay_css: str = "prompts/overlay.css"
+    """The overlay's look: one CSS file, read on every page load (edit it, reload OBS)."""
+    overlay_fade_s: float = Field(default=15.0, gt=0)
+    """Seconds a reply stays on the overlay before it fades out."""
+    overlay_max_lines: int = Field(default=4, ge=1)
+    """Replies shown on the overlay at once (newest at the bottom)."""
+    overlay_speech: bool = False
+    """Also show the streamer's last transcribed line on the overlay."""
+    feed_size: int = Field(default=50, ge=1)
+    """Replies the dashboard keeps (and may mark) since the bot started."""
+
+
 class Settings(BaseSettings):
     """All settings of one chatling process."""
 
@@ -275,6 +327,7 @@ class Settings(BaseSettings):
     reply: ReplySettings = Field(default_factory=ReplySettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     log_level: str = "INFO"
     """Logging level: DEBUG, INFO, WARNING."""
 

@@ -97,5 +97,17 @@ def test_bad_input_fails_fast_with_the_file_named(case, tmp_path) -> None:
     assert "Traceback" not in out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("chatling: error:")]
     assert len(errors) == 1 and name in errors[0], out.stderr[-2000:]
+    assert "error" not in out.stdout.lower(), out.stdout[-2000:]
     assert time.monotonic() - started < 60, "must fail before the engine starts"
     assert not (tmp_path / "x.sqlite").exists(), "nothing should be created for bad input"
+
+
+def test_a_chat_log_that_cannot_be_read_is_an_error_on_stderr(tmp_path) -> None:
+    bad = tmp_path / "notes.json"
+    bad.write_text(json.dumps({"volume": 3}))
+    out = chatling("data", "inspect", str(bad))
+    assert out.returncode == 2
+    assert out.stdout == "", "stdout is for the summary; the error goes to stderr"
+    errors = [line for line in out.stderr.splitlines() if line.startswith("chatling: error:")]
+    assert len(errors) == 1 and str(bad) in errors[0], out.stderr[-2000:]
+    assert "Traceback" not in out.stderr

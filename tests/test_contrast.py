@@ -78,7 +78,8 @@ def test_contrast_pairs_use_the_live_prompt_and_the_real_message_as_chosen() -> 
     out = contrast_pairs(pairs, builder, ContrastConfig(negatives=2, gap_s=15.0))
     assert len(out) == 2 * len(pairs)
     first = out[0]
-    assert (first.system, first.user) == render_prompt(pairs[0], builder)
+    parts = render_prompt(pairs[0], builder)
+    assert (first.system, first.user, first.form) == (parts.system, parts.user, parts.form)
     assert first.chosen == "LUL" and first.rejected != "LUL"
     assert first.feedback_ids == () and first.prompt_reply_id is None
 

@@ -387,8 +387,9 @@ def test_ingest_drops_what_moderators_removed_and_inspect_prints_the_log(
     assert cli("data", "inspect", str(log), "--stream-start", "1700000000") == 0
     printed = capsys.readouterr().out
     assert "format: justlog-irc" in printed and "messages: 7" in printed
-    assert cli("data", "inspect", str(transcript)) == 1
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("error:")
+    assert cli("data", "inspect", str(transcript)) == 2
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err.startswith(f"chatling: error: {transcript}")
 
 
 def test_hostile_input_gives_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

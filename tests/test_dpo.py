@@ -9,6 +9,7 @@ once per module (a few steps of two pairs on the CPU).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ import pytest
 
 from bot.errors import ConfigError
 from bot.events import Candidate, ChatMessage, Reply
+from bot.settings import ReplySettings
 from tests.test_train import make_pairs, tiny_preset, write_pairs
 from training.preference import PreferencePair, live_system_prompt
 
@@ -42,8 +44,12 @@ def hand_made_pairs(tokenizer: Any) -> list[PreferencePair]:
     builder = prompt_builder(tokenizer)
     pairs = []
     for i, (pair, (good, bad)) in enumerate(zip(make_pairs(6, seed=21), REPLIES, strict=True)):
-        system, user = render_prompt(pair, builder)
-        pairs.append(PreferencePair(system, user, good, bad, i + 1, i + 1, i + 1, (i + 1,)))
+        parts = render_prompt(pair, builder)
+        pairs.append(
+            PreferencePair(
+                parts.system, parts.user, good, bad, i + 1, i + 1, i + 1, (i + 1,), parts.form
+            )
+        )
     return pairs
 
 
@@ -111,9 +117,11 @@ async def test_marks_resolve_to_bot_replies_and_the_latest_mark_wins(tmp_path: P
         await store.flush()
         ids = {r["prompt"]: r["id"] for r in await store.replies(sid)}
 
-    pairs = preference_pairs_from_db(path)
-    system = live_system_prompt()
-    assert "chat" in system and all(p.system == system for p in pairs)
+    pairs = preference_pairs_from_db(path, settings=ReplySettings(prompt_form="chat"))
+    system = live_system_prompt(ReplySettings(prompt_form="chat"))
+    assert "chat" in system and all(p.system == system and p.form == "chat" for p in pairs)
+    # The log form (the default) has no system turn: the pairs say which form they are in.
+    assert all(p.system == "" and p.form == "log" for p in preference_pairs_from_db(path))
     got = [
         (p.user, p.chosen, p.rejected, p.chosen_reply_id, p.rejected_reply_id, p.feedback_ids)
         for p in pairs
@@ -175,13 +183,20 @@ def test_dpo_sees_the_prompt_the_live_engine_sends(tokenizer: Any) -> None:
     from bot.engine import VllmEngine
     from training.preference import encode_preference
 
-    # render_chat only reads .tokenizer: the ids the live engine would send for this prompt.
+    # render only reads .tokenizer: the ids the live engine would send for this prompt.
     live = SimpleNamespace(tokenizer=tokenizer)
     for pair in hand_made_pairs(tokenizer):
         encoded = encode_preference(pair, tokenizer)
-        assert encoded.prompt_ids == VllmEngine.render_chat(live, pair.system, pair.user)  # type: ignore[arg-type]
-        assert tokenizer.decode(encoded.chosen_ids) == pair.chosen + tokenizer.eos_token
-        assert tokenizer.decode(encoded.rejected_ids) == pair.rejected + tokenizer.eos_token
+        assert encoded.prompt_ids == VllmEngine.render(live, pair.parts)  # type: ignore[arg-type]
+        # The log form: the reply is the chat log's next line, ended by its newline.
+        assert pair.form == "log"
+        assert tokenizer.decode(encoded.chosen_ids) == f" {pair.chosen}\n"
+        assert tokenizer.decode(encoded.rejected_ids) == f" {pair.rejected}\n"
+    for pair in hand_made_pairs(tokenizer):  # the chat form: the assistant turn
+        chat = dataclasses.replace(pair, system="persona", form="chat")
+        encoded = encode_preference(chat, tokenizer)
+        assert encoded.prompt_ids == VllmEngine.render_chat(live, chat.system, chat.user)  # type: ignore[arg-type]
+        assert tokenizer.decode(encoded.chosen_ids) == chat.chosen + tokenizer.eos_token
 
 
 @pytest.fixture(scope="module")

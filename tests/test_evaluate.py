@@ -394,7 +394,7 @@ def test_pmi_is_log_probability_minus_the_context_free_one(smol: tuple[object, o
     empty = Pair("e", 0.0, (), (), "", "")
     from training.pairs import render_prompt
 
-    free, _ = ranker.logprobs(*render_prompt(empty, builder, with_transcript=False), cands)
+    free, _ = ranker.logprobs(render_prompt(empty, builder, with_transcript=False), cands)
     np.testing.assert_allclose(out.scores["pmi"], out.logprob - free, rtol=1e-5, atol=1e-4)
     # Echoes of the recent chat gain the most from the context.
     gain = out.scores["pmi"]
@@ -444,15 +444,25 @@ def test_shared_prompt_cache_equals_full_sequences(smol: tuple[object, object]) 
     np.testing.assert_allclose(a.logprob, b.logprob, rtol=1e-4, atol=2e-3)
     np.testing.assert_array_equal(a.n_tokens, b.n_tokens)
 
-    # The candidate tokens are exactly the chat template's assistant turn.
+    # The candidate tokens are exactly what the model writes in the prompt form served:
+    # the chat log's next line and its newline (``log``) or the assistant turn (``chat``).
+    from bot.prompt import PromptBuilder, completion_text
     from training.pairs import chat_messages, render_prompt
 
-    system, user = render_prompt(CONTEXT, builder)
-    prompt = shared.prompt_ids(system, user)
+    parts = render_prompt(CONTEXT, builder)
+    prompt = shared.prompt_ids(parts)
     for c in cands:
-        text = tokenizer.apply_chat_template(chat_messages(system, user, c), tokenize=False)
+        text = parts.user + completion_text(parts, tokenizer, c)
+        assert tokenizer.encode(text, add_special_tokens=False) == prompt + shared.candidate_ids(c)
+    chat_builder = PromptBuilder(ReplySettings(prompt_form="chat"), builder._count_tokens)
+    chat = ModelRanker(model, tokenizer, chat_builder, batch_size=2)
+    parts = render_prompt(CONTEXT, chat_builder)
+    prompt = chat.prompt_ids(parts)
+    for c in cands:
+        messages = chat_messages(parts.system, parts.user, c)
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
         ids = tokenizer.encode(text.rstrip(), add_special_tokens=False)
-        assert ids == prompt + shared.candidate_ids(c)
+        assert ids == prompt + chat.candidate_ids(c)
 
 
 @pytest.mark.slow

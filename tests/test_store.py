@@ -510,3 +510,92 @@ def test_sigkill_mid_writing_loses_no_committed_row(
     copy = tmp_path / "again.sqlite"
     shutil.copy(path, copy)
     assert rows(copy, "PRAGMA user_version")[0][0] == len(load_migrations())
+
+
+# -- streams left open by a killed writer ----------------------------------------------
+
+
+def _kill_writer_child(path: Path, lines_before_kill: int = 2) -> None:
+    """Run ``store_writer_child.py`` on ``path`` and SIGKILL it after some committed lines."""
+    with subprocess.Popen(
+        [sys.executable, str(CHILD), str(path)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as child:  # fmt: skip
+        try:
+            for _ in range(lines_before_kill):
+                if not child.stdout.readline():
+                    pytest.fail(f"writer child exited early: {child.stderr.read()}")
+        finally:
+            child.kill()  # SIGKILL: end_stream never runs
+            child.wait(timeout=30)
+    assert child.returncode == -9
+
+
+@pytest.mark.asyncio
+async def test_a_stream_of_a_killed_writer_is_closed_at_its_last_event(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "killed.sqlite"
+    _kill_writer_child(path)
+    ((stream_id, ended, cleanly),) = rows(path, "SELECT id, ended_at, ended_cleanly FROM streams")
+    assert ended is None and cleanly is None  # what the kill leaves: open forever, until now
+    last = max(
+        rows(path, f"SELECT max({col}) FROM {table}")[0][0]
+        for table, col in (
+            ("utterances", "created_at"), ("chat_messages", "received_at"),
+            ("bot_replies", "created_at"),
+        )
+    )  # fmt: skip
+    async with Store.open(path) as store:
+        assert await store.count("streams") == 1
+    assert rows(path, "SELECT ended_at, ended_cleanly FROM streams") == [(last, 0)]
+    assert f"stream {stream_id} was left open" in caplog.text
+    async with Store.open(path):  # closed once; a later start leaves it alone
+        pass
+    assert rows(path, "SELECT ended_at, ended_cleanly FROM streams") == [(last, 0)]
+
+
+@pytest.mark.asyncio
+async def test_a_live_writers_stream_stays_open_and_a_clean_end_is_marked(tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite"
+    async with Store.open(path, clock=lambda: 100.0) as first:
+        stream_id = await first.start_stream("live", "twitch", "chan", "m", None)
+        async with Store.open(path):  # a second bot on the same file, while this one runs
+            pass
+        assert rows(path, "SELECT ended_at FROM streams") == [(None,)]
+        await first.end_stream(stream_id)
+    assert rows(path, "SELECT ended_at, ended_cleanly FROM streams") == [(100.0, 1)]
+
+
+@pytest.mark.asyncio
+async def test_migration_marks_old_ends_clean_and_closes_only_what_it_can_judge(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.sqlite"
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    for name in ("001_init.sql", "002_learning.sql"):
+        (sql_dir / name).write_text((SQL_DIR / name).read_text())
+    async with aiosqlite.connect(path, isolation_level=None) as db:
+        await migrate(db, path, load_migrations(sql_dir))
+        await db.executemany(
+            "INSERT INTO streams (id, name, source, started_at, ended_at) VALUES (?, ?, ?, ?, ?)",
+            [(1, "ended", "replay", 10.0, 20.0), (2, "crashed before 003", "replay", 30.0, None)],
+        )
+        await db.execute(
+            "INSERT INTO utterances (stream_id, start_s, end_s, text, created_at)"
+            " VALUES (2, 0, 1, 'hi', 42.0)"
+        )
+    async with Store.open(path):
+        pass
+    async with Store.open(path) as store:
+        sid = await store.start_stream("elsewhere", "replay")
+    conn = sqlite3.connect(path)  # as if a bot on another machine wrote it (a shared disk)
+    with conn:
+        conn.execute("UPDATE streams SET writer = 'another-machine:1:1' WHERE id = ?", (sid,))
+    conn.close()
+    async with Store.open(path):
+        pass
+    assert rows(path, "SELECT id, ended_at, ended_cleanly FROM streams ORDER BY id") == [
+        (1, 20.0, 1), (2, 42.0, 0), (sid, None, None),
+    ]  # fmt: skip

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from bot.errors import ConfigError, InputFileError
-from bot.settings import DEFAULT_MODEL_DIR
+from bot.settings import DEFAULT_MODEL_DIR, ReplySettings
 from training.pairs import Pair
 
 SPEECH = [
@@ -112,12 +112,22 @@ def test_labels_cover_only_the_message_and_end_of_turn(tokenizer: Any) -> None:
     live = SimpleNamespace(tokenizer=tokenizer)
     for pair in make_pairs(5):
         encoded = encode_pair(pair, builder, tokenizer)
-        assert label_text(tokenizer, encoded.labels) == pair.target + tokenizer.eos_token
+        # The log form (default): the message is the log's next line, ended by its newline.
+        assert label_text(tokenizer, encoded.labels) == f" {pair.target}\n"
         prompt_len = encoded.labels.index(next(t for t in encoded.labels if t != IGNORE_INDEX))
         assert all(t == IGNORE_INDEX for t in encoded.labels[:prompt_len])
         assert encoded.labels[prompt_len:] == encoded.input_ids[prompt_len:]
-        system, user = render_prompt(pair, builder)
-        assert encoded.input_ids[:prompt_len] == VllmEngine.render_chat(live, system, user)  # type: ignore[arg-type]
+        parts = render_prompt(pair, builder)
+        assert encoded.input_ids[:prompt_len] == VllmEngine.render(live, parts)  # type: ignore[arg-type]
+    chat_builder = prompt_builder(tokenizer, ReplySettings(prompt_form="chat"))
+    for pair in make_pairs(3):  # the chat form: the assistant turn and its end-of-turn token
+        encoded = encode_pair(pair, chat_builder, tokenizer)
+        assert label_text(tokenizer, encoded.labels) == pair.target + tokenizer.eos_token
+        prompt_len = encoded.labels.index(next(t for t in encoded.labels if t != IGNORE_INDEX))
+        parts = render_prompt(pair, chat_builder)
+        assert encoded.input_ids[:prompt_len] == VllmEngine.render_chat(
+            live, parts.system, parts.user
+        )  # type: ignore[arg-type]
 
 
 def test_packed_rows_collator_positions_and_labels(tokenizer: Any) -> None:
@@ -327,8 +337,7 @@ async def test_adapter_loads_in_vllm_and_changes_greedy_output(
 
     adapter, target = memorised_adapter
     pair = make_pairs(1, seed=11)[0]
-    system, user = render_prompt(pair, PromptBuilder(ReplySettings(), engine.count_tokens))
-    prompt = engine.render_chat(system, user)
+    prompt = engine.render(render_prompt(pair, PromptBuilder(ReplySettings(), engine.count_tokens)))
     greedy = SamplingOptions(n=1, max_tokens=12, temperature=0.0, top_p=1.0, seed=0)
     base = (await engine.generate(prompt, greedy)).texts[0]
     try:
@@ -392,7 +401,7 @@ def test_context_free_copies_use_the_rankers_context_free_prompt(tokenizer: Any)
     ranker = ModelRanker.__new__(ModelRanker)  # only prompt_ids, which needs the tokenizer
     ranker.tokenizer = tokenizer
     empty = Pair("e", 0.0, (), (), "", "")
-    free_prompt = ranker.prompt_ids(*render_prompt(empty, builder, with_transcript=False))
+    free_prompt = ranker.prompt_ids(render_prompt(empty, builder, with_transcript=False))
     free_rows = [r for r in mixed if r["input_ids"][: len(free_prompt)] == free_prompt]
     assert len(free_rows) == extra
     for row in free_rows:  # the loss is still on the message only

@@ -1,9 +1,10 @@
 """From pair files to token ids with loss labels: what the trainer's collator packs.
 
 Each pair is rendered exactly like the live bot renders its prompt
-(``render_prompt`` with ``PromptBuilder(ReplySettings(), count_tokens)``, then
-the model's chat template with the generation prompt), and the chat message
-is the assistant turn. Labels are ``-100`` on every prompt token, so the loss
+(``render_prompt`` with the bot's own reply settings, then ``bot.prompt``'s
+rendering of the prompt form: the chat template with the generation prompt,
+or the plain chat log), and the chat message is the assistant turn or the
+log's next line. Labels are ``-100`` on every prompt token, so the loss
 falls only on the message and the chat template's end-of-turn token (the
 whitespace the template writes after it is not trained: the live bot stops
 at the end-of-turn token or a newline).
@@ -39,9 +40,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import ConfigError, InputFileError
-from bot.prompt import PromptBuilder
+from bot.prompt import PromptBuilder, completion_text, prompt_token_ids
 from bot.settings import ReplySettings
-from training.pairs import COLUMNS, Pair, chat_messages, render_prompt
+from training.pairs import COLUMNS, Pair, render_prompt
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -181,29 +182,28 @@ def token_counter(tokenizer: PreTrainedTokenizerBase) -> Callable[[str], int]:
 def prompt_builder(
     tokenizer: PreTrainedTokenizerBase, settings: ReplySettings | None = None
 ) -> PromptBuilder:
-    """The live bot's prompt builder for this tokenizer (default reply settings)."""
-    return PromptBuilder(settings or ReplySettings(), token_counter(tokenizer))
+    """The live bot's prompt builder for this tokenizer.
+
+    ``settings`` default to the bot's own (``load_settings().reply``: .env and the
+    environment), never to ``ReplySettings()``: a streamer who changes the bot's
+    name, persona or prompt form must train on the prompt the bot serves.
+    """
+    from bot.settings import load_settings
+
+    return PromptBuilder(settings or load_settings().reply, token_counter(tokenizer))
 
 
 def encode_pair(pair: Pair, builder: PromptBuilder, tokenizer: PreTrainedTokenizerBase) -> Encoded:
-    """Token ids of the live prompt + the message, labels masking the prompt."""
-    system, user = render_prompt(pair, builder)
-    prompt_text = tokenizer.apply_chat_template(
-        chat_messages(system, user), add_generation_prompt=True, tokenize=False
-    )
-    full_text = tokenizer.apply_chat_template(
-        chat_messages(system, user, pair.target), tokenize=False
-    )
-    if not full_text.startswith(prompt_text):
-        raise ConfigError(
-            "the model's chat template renders the prompt differently with and without the "
-            "assistant turn, so the message cannot be told apart; use a model whose template "
-            "continues the generation prompt with the assistant's text"
-        )
-    # "message<end-of-turn>\n" -> "message<end-of-turn>": the trailing newline is not trained.
-    completion_text = full_text[len(prompt_text) :].rstrip()
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    completion_ids = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
+    """Token ids of the live prompt + the message, labels masking the prompt.
+
+    Both halves come from ``bot.prompt`` (``prompt_token_ids``, ``completion_text``),
+    the rendering the engine serves: the chat template's assistant turn, or the chat
+    log's next line and its newline.
+    """
+    parts = render_prompt(pair, builder)
+    prompt_ids = prompt_token_ids(parts, tokenizer)
+    completion = completion_text(parts, tokenizer, pair.target)
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
     return Encoded(
         input_ids=list(prompt_ids) + list(completion_ids),
         labels=[IGNORE_INDEX] * len(prompt_ids) + list(completion_ids),

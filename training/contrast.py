@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bot.errors import ConfigError
-from bot.prompt import PromptBuilder
+from bot.prompt import PromptBuilder, PromptParts
 from bot.safety import dedupe_key
 from training.evaluate import CandidatePool
 from training.pairs import Pair, render_prompt
@@ -143,15 +143,19 @@ def contrast_pairs(
 ) -> list[PreferencePair]:
     """DPO pairs: each pair's live prompt, its real message chosen, other moments' rejected."""
     negatives = draw_negatives(pairs, config)
-    prompts: dict[int, tuple[str, str]] = {}
+    prompts: dict[int, PromptParts] = {}
     out = []
     for i, rejected, _kind in negatives:
         if i not in prompts:
             prompts[i] = render_prompt(pairs[i], builder)
-        system, user = prompts[i]
+        parts = prompts[i]
         out.append(
             PreferencePair(
-                system=system, user=user, chosen=pairs[i].target.strip(), rejected=rejected
+                system=parts.system,
+                user=parts.user,
+                chosen=pairs[i].target.strip(),
+                rejected=rejected,
+                form=parts.form,
             )
         )
     kinds = {k: sum(1 for *_, kind in negatives if kind == k) for k in KINDS}

@@ -344,13 +344,15 @@ def _cmd_from_db(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from bot.chatlog.inspect_cmd import inspect_lines
+    from bot.chatlog import inspect_chat_log
+    from bot.chatlog.inspect_cmd import info_lines
 
     stream_start = parse_time(args.stream_start, "--stream-start") if args.stream_start else None
-    lines = inspect_lines(Path(args.file), args.format, stream_start, timezone=args.timezone)
-    for line in lines:
+    # A ChatLogError goes up to main: one line on stderr, exit 2; stdout holds only the summary.
+    info = inspect_chat_log(Path(args.file), args.format, stream_start, timezone=args.timezone)
+    for line in info_lines(info):
         print(line)
-    return 1 if lines and lines[-1].startswith("error:") else 0
+    return 0
 
 
 # --------------------------------------------------------------------------- parser

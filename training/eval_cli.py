@@ -43,6 +43,7 @@ from training.evaluate import (
     vars_of,
 )
 from training.pairs import Pair, pairs_from_rows
+from training.writing import is_generate_file, read_moments, writing_metrics
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +263,18 @@ def run_eval(args: argparse.Namespace) -> int:
         "generated": None,
         "loss_curve": None,
     }
-    if args.generated:
+    data["writing"] = None
+    if args.generated and is_generate_file(Path(args.generated)):
+        # A `chatling generate` file: what the live bot would post at held-out moments.
+        moments = read_moments(Path(args.generated))
+        data["writing"] = writing_metrics(moments, train_messages, seed=args.seed)
+        data["generated"] = em.generated_stats(
+            [m.chosen for m in moments if m.chosen],
+            [p.target for p in test],
+            train_messages,
+            seed=args.seed,
+        )
+    elif args.generated:
         safety = SafetyFilter.from_settings(load_settings(getattr(args, "env_file", ".env")).reply)
         real = [p.target for p in test]
         data["generated"] = em.generated_stats(
@@ -310,7 +322,12 @@ def add_eval_command(subparsers: Any) -> argparse.ArgumentParser:
     ep.add_argument("--n-candidates", type=int, default=100, help="candidates per point (100)")
     ep.add_argument("--max-truth", type=int, default=5, help="ground truths kept per point (5)")
     ep.add_argument("--candidates", default=None, help="reuse frozen candidate sets (JSON)")
-    ep.add_argument("--generated", default=None, help="generated messages (.txt lines or .jsonl)")
+    ep.add_argument(
+        "--generated",
+        default=None,
+        help="`chatling generate` output (what the bot would post; full writing metrics), "
+        "or generated messages (.txt lines or .jsonl with `text`)",
+    )
     ep.add_argument(
         "--trainer-log", default=None, help="chatling_adapter.json or trainer_state.json"
     )

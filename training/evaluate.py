@@ -168,15 +168,22 @@ def _by_source(pairs: Sequence[Pair]) -> dict[str, list[Pair]]:
     return {s: sorted(g, key=lambda p: p.offset) for s, g in sorted(groups.items())}
 
 
-def select_points(test: Sequence[Pair], config: CandidateConfig) -> list[tuple[Pair, list[str]]]:
-    """(anchor, the distinct messages of its window in time order) for sampled moments."""
+def select_points(
+    test: Sequence[Pair], config: CandidateConfig, spacing_s: float | None = None
+) -> list[tuple[Pair, list[str]]]:
+    """(anchor, the distinct messages of its window in time order) for sampled moments.
+
+    Anchors are at least ``spacing_s`` apart (default: the window, so windows never
+    overlap, as ranking wants; ``chatling generate`` takes more, closer moments).
+    """
+    spacing = config.window_s if spacing_s is None else spacing_s
     streams = _by_source(test)
     offsets = {s: [p.offset for p in pairs] for s, pairs in streams.items()}
     anchors: list[Pair] = []
     for pairs in streams.values():
         last = -math.inf
         for p in pairs:
-            if p.offset >= last + config.window_s:
+            if p.offset >= last + spacing:
                 anchors.append(p)
                 last = p.offset
     rng = np.random.default_rng(config.seed)

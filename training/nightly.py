@@ -425,8 +425,9 @@ def _sample_blocked(
     torch.manual_seed(seed)
     device = next(model.parameters()).device
     for point in points[:n]:
-        system, user = render_prompt(point.pair, ranker.builder)
-        ids = torch.tensor([ranker.prompt_ids(system, user)], device=device)
+        ids = torch.tensor(
+            [ranker.prompt_ids(render_prompt(point.pair, ranker.builder))], device=device
+        )
         with torch.inference_mode(), ranker._adapter_state():
             out = model.generate(
                 ids,
@@ -442,6 +443,36 @@ def _sample_blocked(
         blocked += not verdict.allowed
         texts.append(text)
     return blocked, min(n, len(points)), texts
+
+
+def _sample_blocked_on_server(
+    ranker: Any,
+    adapter: Path | None,
+    points: list[Any],
+    safety: Any,
+    settings: Settings,
+    config: NightlyConfig,
+) -> tuple[int, int, list[str]]:
+    """``_sample_blocked`` through the configured vLLM server (``model.backend=server``):
+    the candidate is loaded there for the sampling and unloaded after, so the gate judges
+    the replies of the engine that would serve them. A server on another machine must
+    see the run directory at the same path, as for promoted adapters (README)."""
+    import asyncio
+
+    from bot.engine import SamplingOptions
+    from bot.engine_server import sample_texts
+    from training.pairs import render_prompt, snapshot_of
+
+    chosen = points[: config.gate_generations]
+    prompts = [ranker.prompt_ids(render_prompt(p.pair, ranker.builder)) for p in chosen]
+    options = SamplingOptions(n=1, max_tokens=32, temperature=0.9, top_p=0.95, seed=config.seed)
+    texts = asyncio.run(sample_texts(settings.model, adapter, prompts, options))
+    blocked = 0
+    for point, text in zip(chosen, texts, strict=True):
+        snap = snapshot_of(point.pair)
+        verdict = safety.check(text, now=snap.now, reply_to_user=None, recent_chat=snap.chat)
+        blocked += not verdict.allowed
+    return blocked, len(chosen), texts
 
 
 def score_adapter(
@@ -466,9 +497,14 @@ def score_adapter(
     results = evaluate(points, [ranker], BootstrapConfig(n_boot=10, seed=config.seed))
     summed = results[f"{name} · summed"]
     safety = SafetyFilter.from_settings(settings.reply, PROJECT_ROOT)
-    blocked, generated, texts = _sample_blocked(
-        model, tokenizer, ranker, points, safety, config.gate_generations, config.seed
-    )
+    if settings.model.backend == "server":
+        blocked, generated, texts = _sample_blocked_on_server(
+            ranker, adapter, points, safety, settings, config
+        )
+    else:
+        blocked, generated, texts = _sample_blocked(
+            model, tokenizer, ranker, points, safety, config.gate_generations, config.seed
+        )
     perplexity = summed.perplexity.value if summed.perplexity else math.inf
     scores = AdapterScores(
         name=name,

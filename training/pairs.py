@@ -16,7 +16,7 @@ from typing import Any
 
 from bot.context import ContextSnapshot
 from bot.events import ChatMessage, Utterance
-from bot.prompt import PromptBuilder
+from bot.prompt import PromptBuilder, PromptParts
 
 COLUMNS = ("source", "offset", "transcript", "chat", "target", "user")
 
@@ -75,10 +75,9 @@ def snapshot_of(pair: Pair, *, with_transcript: bool = True) -> ContextSnapshot:
 
 def render_prompt(
     pair: Pair, builder: PromptBuilder, *, with_transcript: bool = True
-) -> tuple[str, str]:
-    """(system, user) text of the live prompt for this pair; the target is the answer."""
-    parts = builder.build(snapshot_of(pair, with_transcript=with_transcript), None)
-    return parts.system, parts.user
+) -> PromptParts:
+    """The live prompt for this pair (in the builder's prompt form); the target answers it."""
+    return builder.build(snapshot_of(pair, with_transcript=with_transcript), None)
 
 
 def chat_messages(system: str, user: str, target: str | None = None) -> list[dict[str, str]]:

@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import ConfigError, StoreError
+from bot.prompt import PromptParts, completion_text, prompt_token_ids
 from bot.settings import ReplySettings
-from training.pairs import chat_messages
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -71,10 +71,13 @@ class PreferencePair:
     """``bot_replies.id`` the rejected text comes from."""
     feedback_ids: tuple[int, ...] = ()
     """The ``feedback`` rows (marks) that made this pair (none for ``training.contrast``)."""
+    form: str = "chat"
+    """The prompt form (``ReplySettings.prompt_form``): how system + user reach the model."""
 
-    def messages(self) -> list[dict[str, str]]:
-        """The prompt as chat-template messages (system, user)."""
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user}]
+    @property
+    def parts(self) -> PromptParts:
+        """The prompt as the engine renders it (``bot.prompt.prompt_text``)."""
+        return PromptParts(self.system, self.user, form=self.form)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +95,14 @@ class MarkedReply:
 
 
 def live_system_prompt(settings: ReplySettings | None = None) -> str:
-    """The system turn the live bot sends (the persona), as ``PromptBuilder`` renders it."""
+    """The system turn the live bot sends (the persona; empty in the ``log`` prompt form),
+    as ``PromptBuilder`` renders it with ``settings`` (default: the bot's own, from .env)."""
     from bot.context import ContextSnapshot
     from bot.prompt import PromptBuilder
+    from bot.settings import load_settings
 
-    builder = PromptBuilder(settings or ReplySettings(), lambda text: len(text.split()))
+    settings = settings or load_settings().reply
+    builder = PromptBuilder(settings, lambda text: len(text.split()))
     return builder.build(ContextSnapshot(now=0.0), None).system
 
 
@@ -185,7 +191,9 @@ def _other_candidate(reply: MarkedReply) -> str | None:
     return str(min(others, key=lambda c: float(c.get("score") or 0.0))["text"])
 
 
-def pair_marks(replies: Sequence[MarkedReply], system: str) -> list[PreferencePair]:
+def pair_marks(
+    replies: Sequence[MarkedReply], system: str, form: str = "chat"
+) -> list[PreferencePair]:
     """Preference pairs from decided marks (see the module docstring), in reply order."""
     good = [r for r in replies if r.mark == "good"]
     pairs: list[PreferencePair] = []
@@ -206,6 +214,7 @@ def pair_marks(replies: Sequence[MarkedReply], system: str) -> list[PreferencePa
                     chosen_reply_id=best.reply_id,
                     rejected_reply_id=reply.reply_id,
                     feedback_ids=(reply.feedback_id, best.feedback_id),
+                    form=form,
                 )
             )
         elif reply.mark == "good":
@@ -222,6 +231,7 @@ def pair_marks(replies: Sequence[MarkedReply], system: str) -> list[PreferencePa
                     chosen_reply_id=reply.reply_id,
                     rejected_reply_id=reply.reply_id,
                     feedback_ids=(reply.feedback_id,),
+                    form=form,
                 )
             )
     return pairs
@@ -242,8 +252,10 @@ def preference_pairs_from_db(
     ``settings`` renders the system turn (default ``ReplySettings()``); pass the
     bot's own so the pairs carry the persona it serves with.
     """
+    from bot.settings import load_settings
     from training.data_cli import _connect_read_only
 
+    settings = settings or load_settings().reply
     system = live_system_prompt(settings)
     db = _connect_read_only(Path(db_path))
     try:
@@ -255,7 +267,7 @@ def preference_pairs_from_db(
         raise StoreError(f"{db_path}: cannot read the feedback marks ({exc})") from None
     finally:
         db.close()
-    pairs = pair_marks(replies, system)
+    pairs = pair_marks(replies, system, settings.prompt_form)
     good = sum(r.mark == "good" for r in replies)
     log.info(
         "%d preference pairs from %d marked replies (%d good, %d bad)",
@@ -277,7 +289,13 @@ def feedback_ids(pairs: Iterable[PreferencePair]) -> list[int]:
 
 def pairs_sha256(pairs: Sequence[PreferencePair]) -> str:
     """Content hash of the pairs (prompt and replies, in order)."""
-    text = json.dumps([[p.system, p.user, p.chosen, p.rejected] for p in pairs], ensure_ascii=False)
+    text = json.dumps(
+        [
+            [p.system, p.user, p.chosen, p.rejected] + ([p.form] if p.form != "chat" else [])
+            for p in pairs
+        ],
+        ensure_ascii=False,
+    )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -294,34 +312,21 @@ class EncodedPreference:
         return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
 
 
-def _completion_ids(
-    tokenizer: PreTrainedTokenizerBase, pair: PreferencePair, prompt_text: str, reply: str
-) -> list[int]:
-    full_text = tokenizer.apply_chat_template(
-        chat_messages(pair.system, pair.user, reply), tokenize=False
-    )
-    if not full_text.startswith(prompt_text):
-        raise ConfigError(
-            "the model's chat template renders the prompt differently with and without the "
-            "assistant turn, so the reply cannot be told apart; use a model whose template "
-            "continues the generation prompt with the assistant's text"
-        )
-    # "reply<end-of-turn>\n" -> "reply<end-of-turn>", as SFT trains it (training.collate).
-    completion = full_text[len(prompt_text) :].rstrip()
-    return list(tokenizer(completion, add_special_tokens=False)["input_ids"])
-
-
 def encode_preference(
     pair: PreferencePair, tokenizer: PreTrainedTokenizerBase
 ) -> EncodedPreference:
-    """The ids the live engine sends for the pair's prompt, and those of each reply after it."""
-    prompt_text = tokenizer.apply_chat_template(
-        chat_messages(pair.system, pair.user), add_generation_prompt=True, tokenize=False
-    )
+    """The ids the live engine sends for the pair's prompt, and those of each reply after it
+    (``bot.prompt``: the same rendering as serving and SFT)."""
+    parts = pair.parts
+
+    def completion(reply: str) -> list[int]:
+        text = completion_text(parts, tokenizer, reply)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
     return EncodedPreference(
-        prompt_ids=list(tokenizer(prompt_text, add_special_tokens=False)["input_ids"]),
-        chosen_ids=_completion_ids(tokenizer, pair, prompt_text, pair.chosen),
-        rejected_ids=_completion_ids(tokenizer, pair, prompt_text, pair.rejected),
+        prompt_ids=list(prompt_token_ids(parts, tokenizer)),
+        chosen_ids=completion(pair.chosen),
+        rejected_ids=completion(pair.rejected),
     )
 
 

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from bot.errors import ModelError
+from bot.prompt import PromptParts, completion_text, prompt_token_ids
 from bot.safety import dedupe_key
 from training.pairs import Pair, chat_messages, render_prompt
 
@@ -254,8 +255,8 @@ class ModelRanker:
         self._end_of_turn = self._end_of_turn_ids()
 
     def score(self, point: TestPoint) -> CandidateScores:
-        system, user = render_prompt(point.pair, self.builder, with_transcript=self.with_transcript)
-        logprob, n_tokens = self.logprobs(system, user, point.candidates)
+        parts = render_prompt(point.pair, self.builder, with_transcript=self.with_transcript)
+        logprob, n_tokens = self.logprobs(parts, point.candidates)
         scores = {"summed": logprob, "per token": logprob / n_tokens}
         if self.pmi:
             scores["pmi"] = logprob - self.context_free_logprobs(point.candidates)
@@ -266,23 +267,23 @@ class ModelRanker:
         missing = list(dict.fromkeys(c for c in candidates if c not in self._context_free))
         if missing:
             empty = Pair("context-free", 0.0, (), (), "", "")
-            system, user = render_prompt(empty, self.builder, with_transcript=False)
-            logprob, _ = self.logprobs(system, user, missing)
+            parts = render_prompt(empty, self.builder, with_transcript=False)
+            logprob, _ = self.logprobs(parts, missing)
             self._context_free.update(zip(missing, map(float, logprob), strict=True))
         return np.asarray([self._context_free[c] for c in candidates])
 
-    def prompt_ids(self, system: str, user: str) -> list[int]:
-        """The prompt exactly as the live engine renders it (``VllmEngine.render_chat``)."""
-        ids = self.tokenizer.apply_chat_template(
-            chat_messages(system, user),
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=False,
-        )
-        return list(ids)
+    def prompt_ids(self, parts: PromptParts) -> list[int]:
+        """The prompt exactly as the live engine renders it (``VllmEngine.render``)."""
+        return list(prompt_token_ids(parts, self.tokenizer))
 
     def candidate_ids(self, text: str) -> list[int]:
-        """Tokens of the assistant turn: the message and the end-of-turn token(s)."""
+        """Tokens of the answer as the model writes it: the assistant turn and its
+        end-of-turn token(s), or the chat log's next line and its newline."""
+        if self.builder.form == "log":
+            return self.tokenizer.encode(
+                completion_text(PromptParts("", "", form="log"), self.tokenizer, text),
+                add_special_tokens=False,
+            )
         return self.tokenizer.encode(text, add_special_tokens=False) + self._end_of_turn
 
     def _end_of_turn_ids(self) -> list[int]:
@@ -298,12 +299,12 @@ class ModelRanker:
             yield
 
     def logprobs(
-        self, system: str, user: str, candidates: Sequence[str]
+        self, parts: PromptParts, candidates: Sequence[str]
     ) -> tuple[np.ndarray, np.ndarray]:
         """(summed log-prob, token count) of each candidate after the prompt."""
         import torch
 
-        prompt = self.prompt_ids(system, user)
+        prompt = self.prompt_ids(parts)
         cands = [self.candidate_ids(c) for c in candidates]
         with torch.inference_mode(), self._adapter_state():
             if self.shared_prompt:

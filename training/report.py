@@ -221,6 +221,9 @@ def sections(data: dict[str, Any], images: dict[str, str]) -> list[Section]:
         if "lengths" in images:
             section.images.append((images["lengths"], "message lengths, real vs generated"))
         out.append(section)
+    writing = data.get("writing")
+    if writing:
+        out.append(writing_section(writing))
     if "loss" in images:
         out.append(Section("Training loss", [], [], [(images["loss"], "training loss curve")]))
     speed = data.get("speed") or {}
@@ -228,6 +231,35 @@ def sections(data: dict[str, Any], images: dict[str, str]) -> list[Section]:
         rows = [[k, str(v)] for k, v in speed.items()]
         out.append(Section("Scoring speed", [], [(["measure", "value"], rows)]))
     return out
+
+
+def writing_section(writing: dict[str, Any]) -> Section:
+    """What the bot writes: the headline table, then moments side by side."""
+    from training.writing import summary_rows
+
+    paragraphs = [
+        f"{writing['posted']} replies posted at {writing['moments']} held-out moments "
+        "(`chatling generate`: the live prompt, engine, sampling, filter and choice). "
+        "Classifier: character 1-4-gram TF-IDF + logistic regression, repeated stratified "
+        "5-fold cross-validation, ROC AUC mean ± standard deviation over folds; "
+        "0.5 means it cannot tell the bot from chat."
+    ]
+    side = [
+        [
+            f"{row['time']:.0f}",
+            " · ".join(row["real"]).replace("|", "¦"),
+            (row["posted"] or "(nothing postable)").replace("|", "¦"),
+        ]
+        for row in writing["side_by_side"]
+    ]
+    return Section(
+        "What the bot writes",
+        paragraphs,
+        [
+            (["", "real chat", "posted"], summary_rows(writing)),
+            (["t (s)", "chat at that moment", "the bot posted"], side),
+        ],
+    )
 
 
 def to_markdown(title: str, parts: Sequence[Section]) -> str:

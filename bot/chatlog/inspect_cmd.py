@@ -1,8 +1,9 @@
 """The text ``chatling data inspect FILE`` prints: what a chat log holds, or why it can't be read.
 
-``inspect_lines`` is pure output formatting over ``inspect_chat_log``; the CLI
-prints the lines and exits non-zero when the last one starts with
-``error:``. Run it directly to try it:
+``inspect_lines`` is pure output formatting over ``inspect_chat_log``; a file
+that cannot be read gives a last line starting with ``error:``. ``chatling data
+inspect`` (training/data_cli.py) prints ``info_lines`` and lets the error reach
+its one-line stderr report. Run this module directly to try it:
 
     python -m bot.chatlog.inspect_cmd chat.json [--format NAME] [--stream-start UNIX_S]
 """
@@ -96,8 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timezone", default=None)
     args = parser.parse_args(argv)
     lines = inspect_lines(args.file, args.format, args.stream_start, timezone=args.timezone)
+    if lines[-1].startswith("error:"):
+        print(lines[-1], file=sys.stderr)  # errors go to stderr, never stdout
+        return 1
     print("\n".join(lines))  # the command's product output
-    return 1 if lines[-1].startswith("error:") else 0
+    return 0
 
 
 if __name__ == "__main__":

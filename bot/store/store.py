@@ -19,6 +19,11 @@ bot can stop posting while its words cannot be logged, and back to True after
 the next successful commit. Nothing is dropped: past ``max_pending`` queued
 rows ``add_*`` raises ``StoreError`` instead, and producers that can pause
 call ``await store.wait_writable()`` before adding.
+
+Crashes: a stream records the process writing it. A killed bot cannot stamp
+``ended_at``, so every ``connect`` closes the streams whose writer is gone,
+with the time of their last logged event and ``ended_cleanly = 0``; streams of
+a live writer (another bot on the same file) are left alone.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import aiosqlite
 
 from bot.errors import StoreError
 from bot.events import ChatMessage, Reply, Utterance
+from bot.procwatch import process_token, token_alive
 from bot.store.migrations import migrate
 
 log = logging.getLogger(__name__)
@@ -212,6 +218,7 @@ class Store:
         try:
             await _configure(db, path, busy_timeout_s)
             await migrate(db, path)
+            await close_abandoned_streams(db, path)
             async with db.execute("SELECT id FROM streams") as cursor:
                 streams = {int(row[0]) for row in await cursor.fetchall()}
             # fmt: off
@@ -266,10 +273,10 @@ class Store:
                 f"stream source must be one of {sorted(STREAM_SOURCES)}, not {source!r}"
             )
         sql = (
-            "INSERT INTO streams (name, source, channel, started_at, model, adapter)"
-            " VALUES (?, ?, ?, ?, ?, ?)"
+            "INSERT INTO streams (name, source, channel, started_at, model, adapter, writer)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)"
         )
-        params = (name, source, channel, self._clock(), model, adapter)
+        params = (name, source, channel, self._clock(), model, adapter, process_token())
         async with self._lock:
             try:
                 async with self._db.execute(sql, params) as cursor:
@@ -286,7 +293,7 @@ class Store:
         async with self._lock:
             try:
                 await self._db.execute(
-                    "UPDATE streams SET ended_at = ? WHERE id = ?",
+                    "UPDATE streams SET ended_at = ?, ended_cleanly = 1 WHERE id = ?",
                     (self._clock(), stream_id),
                 )
             except sqlite3.Error as exc:
@@ -543,6 +550,54 @@ def _retrieve(future: asyncio.Future[None]) -> None:
     """Mark a batch's outcome as seen; its caller, if still there, gets it too."""
     if not future.cancelled():
         future.exception()
+
+
+_LAST_EVENT = """
+SELECT max(s.started_at, coalesce(max(e.at), s.started_at)) FROM streams AS s, (
+    SELECT max(created_at) AS at FROM utterances WHERE stream_id = :id
+    UNION ALL SELECT max(received_at) FROM chat_messages WHERE stream_id = :id
+    UNION ALL SELECT max(created_at) FROM bot_replies WHERE stream_id = :id
+) AS e WHERE s.id = :id
+"""
+
+
+async def close_abandoned_streams(db: aiosqlite.Connection, path: Path) -> list[int]:
+    """Close the streams left open by a process that died; return their ids.
+
+    ``ended_at`` becomes the time of the stream's last logged event (its start
+    if it logged none) and ``ended_cleanly`` 0. A stream whose writer still
+    runs, or runs on another machine, stays open. One transaction, so two bots
+    starting at once do not both close (and log) the same stream.
+    """
+    await db.execute("BEGIN IMMEDIATE")
+    closed: list[tuple[int, str | None]] = []
+    try:
+        async with db.execute("SELECT id, writer FROM streams WHERE ended_at IS NULL") as cursor:
+            open_streams = [(int(r[0]), r[1]) for r in await cursor.fetchall()]
+        for stream_id, writer in open_streams:
+            if writer is not None and token_alive(writer) is not False:
+                continue
+            async with db.execute(_LAST_EVENT, {"id": stream_id}) as cursor:
+                row = await cursor.fetchone()
+            await db.execute(
+                "UPDATE streams SET ended_at = ?, ended_cleanly = 0 WHERE id = ?",
+                (row[0] if row else None, stream_id),
+            )
+            closed.append((stream_id, writer))
+        await db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            await db.execute("ROLLBACK")
+        raise
+    for stream_id, writer in closed:
+        log.warning(
+            "%s: stream %d was left open by process %s, which is gone (killed?); "
+            "closed it at its last logged event",
+            path,
+            stream_id,
+            writer or "(unknown)",
+        )
+    return [stream_id for stream_id, _ in closed]
 
 
 async def _configure(db: aiosqlite.Connection, path: Path, busy_timeout_s: float) -> None:

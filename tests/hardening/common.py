@@ -170,6 +170,9 @@ class StubEngine:
     def render_chat(self, system: str, user: str) -> list[int]:
         return [len(w) for w in (system + " " + user).split()][:512]
 
+    def render(self, parts: Any) -> list[int]:
+        return self.render_chat(parts.system, parts.user)
+
     async def generate(self, prompt_ids: list[int], options: SamplingOptions) -> Generation:
         self.calls += 1
         started = time.perf_counter()

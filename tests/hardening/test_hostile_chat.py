@@ -161,7 +161,8 @@ _TARGET = re.compile(r"<message>(.*)</message>", re.DOTALL)
 class EchoEngine:
     """The engine interface of ``Pipeline``, answering with its input instead of a model.
 
-    It reads the viewer's line back out of the rendered prompt (``<message>``)
+    It reads the viewer's line back out of the rendered prompt (``<message>`` in the
+    chat form, the attacker's line of the chat log in the log form)
     and returns what an obedient model would: the attacker's payload, the
     payload after "sure!", the line itself, and the part after "say ...:".
     """
@@ -180,10 +181,19 @@ class EchoEngine:
         self._prompts.append(user)
         return [len(self._prompts) - 1]
 
+    def render(self, parts: Any) -> list[int]:
+        return self.render_chat(parts.system, parts.user)
+
     async def generate(self, prompt_ids: list[int], options: SamplingOptions) -> Generation:
-        found = _TARGET.search(self._prompts[prompt_ids[0]])
-        assert found, "an addressed prompt quotes the viewer's line"
-        line = found.group(1)
+        prompt = self._prompts[prompt_ids[0]]
+        found = _TARGET.search(prompt)
+        if found:  # the chat form quotes the addressed line in <message>
+            line = found.group(1)
+        else:  # the log form: the addressed line is one of the log's lines
+            lines = [x.partition(": ")[2] for x in prompt.splitlines() if ": " in x]
+            known = [x for x in lines if x in self._payloads]
+            assert known or lines, "an addressed prompt shows the viewer's line"
+            line = known[-1] if known else lines[-1]
         payload = self._payloads.get(line, line)
         asked = _ASKED.search(line)
         texts = [payload, f"sure! {payload}", line, asked.group(1) if asked else payload.upper()]

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The writing issue's GPU run on the DougDoug development corpus (docs/results.md, "What the bot
+# writes"): LoRA adapters trained on the prompt form the bot serves (`log`, the default), their
+# validation variants, and the paired ranking check against v4's recipe (`chat` form).
+#   scripts/writing_real_run.sh [BASE_MODEL_DIR] [OUT_DIR]
+# Needs data/runs/dougdoug-val, dougdoug-train (scripts/dougdoug_real_run.sh makes them),
+# data/runs/dougdoug-pairs and data/runs/default-pairs (the packaged default's data: the MIT
+# Northernlion log's first 80% and the project's own demo chat; README "The default adapter").
+# What it writes is then scored on a CPU with `chatling generate` + `chatling eval --generated`.
+set -euo pipefail
+BASE=${1:-data/models/smollm2-135m-instruct}
+OUT=${2:-data/runs/writing-real-run}
+mkdir -p "$OUT"
+sft() {  # data out lr epochs [form]
+  CHATLING_REPLY__PROMPT_FORM=${5:-log} python -m training.train_cli --data "$1" --out "$2" \
+    --preset gpu-24gb --base "$BASE" --split none --batch-size 8 --grad-accum 1 --lr "$3" \
+    --epochs "$4" --save-steps 100000
+}
+contrast() {  # sft_adapter data out [form]
+  CHATLING_REPLY__PROMPT_FORM=${4:-log} python -m bot.cli contrast --adapter "$1" --data "$2" \
+    --out "$3" --split none --preset gpu-24gb --grad-accum 1 --epochs 1 --lr 1e-4 --beta 0.1 \
+    --negatives 3 --batch-size 64
+}
+# Validation: recipe a (v3's SFT), a longer and hotter variant b, and the contrast step on a.
+sft data/runs/dougdoug-val "$OUT/val-sft-a" 1e-4 1
+sft data/runs/dougdoug-val "$OUT/val-sft-b" 2e-4 2
+contrast "$OUT/val-sft-a" data/runs/dougdoug-val "$OUT/val-contrast-a"
+# The same three on the whole training part (0-80%), for the one test run of the chosen one.
+sft data/runs/dougdoug-train "$OUT/final-sft-a" 1e-4 1
+sft data/runs/dougdoug-train "$OUT/final-sft-b" 2e-4 2
+contrast "$OUT/final-sft-a" data/runs/dougdoug-train "$OUT/final-contrast-a"
+# v4's recipe (chat form, SFT a + contrast c5) for the paired ranking comparison.
+sft data/runs/dougdoug-train "$OUT/v4-sft" 1e-4 1 chat
+contrast "$OUT/v4-sft" data/runs/dougdoug-train "$OUT/v4-contrast" chat
+# The packaged default: no DougDoug data.
+sft data/runs/default-pairs "$OUT/default-a" 2e-4 2

@@ -72,6 +72,7 @@ bench: setup
 	$(PY) bench/replay_lag.py
 	$(PY) bench/reaction_delay.py
 	$(PY) bench/align_throughput.py
+	$(PY) bench/safety.py
 
 clean-models:
 	rm -rf data/models

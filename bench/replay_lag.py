@@ -10,6 +10,9 @@ cuts fixed 5-second windows instead of cutting on pauses with VAD. Caveat: the
 baseline's "utterance end" is its window boundary, usually mid-sentence, so its
 lag is counted from a moment that is not the end of speech; read it as what a
 window transcriber adds per window, not as a like-for-like speech-end lag.
+A second baseline: the VAD pipeline with the `chat` prompt form (persona +
+instructions in the chat template, the default before the writing issue)
+against the served `log` form, whose prompts and replies are shorter.
 
 Run: ``.venv/bin/python bench/replay_lag.py [--until SECONDS]``
 """
@@ -72,10 +75,12 @@ async def run(until: float | None) -> list[dict]:
     options = TranscriberOptions.from_settings(settings.audio, hotwords=settings.reply.bot_name)
     rows = []
     async with VllmEngine.start(settings.model) as engine:
-        for name, transcriber in [
-            ("VAD streaming (chatling)", StreamingTranscriber(whisper, options)),
-            ("fixed 5 s windows (baseline)", FixedWindowTranscriber(whisper, options)),
+        for name, form, transcriber in [
+            ("VAD streaming, log prompt (chatling)", "log", StreamingTranscriber(whisper, options)),
+            ("VAD streaming, chat prompt (before)", "chat", StreamingTranscriber(whisper, options)),
+            ("fixed 5 s windows (baseline)", "log", FixedWindowTranscriber(whisper, options)),
         ]:
+            settings.reply.prompt_form = form  # type: ignore[assignment]
             Path(settings.storage.db_path).unlink(missing_ok=True)
             with PeakMemory() as mem:
                 result = await replay(

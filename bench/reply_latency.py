@@ -9,7 +9,7 @@ tokens per second, and peak resident memory of the process tree. The server
 rows run a vLLM server on 127.0.0.1 after the in-process engine has shut down
 (one at a time: on 2 cores they would slow each other), same settings, eager.
 "x base n=4" is against the first n=4 row (transformers, or in-process vLLM
-with ``--skip-transformers``).
+with ``--skip-transformers``, whose result goes to ``reply_latency_server.json``).
 
 Run: ``.venv/bin/python bench/reply_latency.py [--prompts 50] [--compile]
 [--skip-transformers] [--skip-server]``
@@ -233,7 +233,9 @@ def main() -> None:
             for r in rows
         ],
     )
-    path = write_result("reply_latency", {"max_tokens": MAX_TOKENS, "results": rows})
+    # A run without the transformers rows must not replace the full result.
+    name = "reply_latency_server" if args.skip_transformers else "reply_latency"
+    path = write_result(name, {"max_tokens": MAX_TOKENS, "results": rows})
     print(f"\nwritten {path}")
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import random
 import re
 import sys
@@ -43,6 +44,7 @@ from bot.safety import ALL_STEPS, SafetyFilter, load_blocked_terms  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 CORPUS = ROOT / "tests" / "data" / "safety_corpus.txt"
+HELDOUT = ROOT / "tests" / "data" / "safety_heldout.txt"
 OLD_CORPUS = ROOT / "tests" / "hardening" / "data" / "hostile_chat.jsonl"
 FORM_REASONS = {"empty", "blank", "too_long", "command", "mention", "duplicate_of_chat"}
 
@@ -90,7 +92,7 @@ def old_fold() -> Iterator[None]:
         safety.fold, safety_terms.fold = saved
 
 
-def rates(check, corpus, logs) -> dict[str, float]:  # noqa: ANN001
+def rates(check, corpus, logs) -> dict[str, float]:
     out: dict[str, float] = {}
     for part in ("val", "test"):
         rows = [r for r in corpus if r[3] == part]
@@ -124,36 +126,46 @@ def main() -> None:
     rng.shuffle(lines)
     recent = [ChatMessage(offset=0.0, user=f"v{i}", text=t) for i, t in enumerate(real[:20])]
 
-    def timed(flt) -> list[float]:  # noqa: ANN001
-        start = time.perf_counter()
+    def timed(flt, text: str) -> tuple[float, float]:
+        cpu, start = time.thread_time(), time.perf_counter()
         flt.check(text, now=0.0, reply_to_user="viewer", recent_chat=recent)
-        return [(time.perf_counter() - start) * 1000]
+        return (time.perf_counter() - start) * 1000, (time.thread_time() - cpu) * 1000
 
     for text in lines[:200]:  # warm caches and the classifier
         old.check(text, now=0.0, reply_to_user="viewer", recent_chat=recent)
         new.check(text, now=0.0, reply_to_user="viewer", recent_chat=recent)
-    times: dict[str, list[float]] = {"before": [], "after": []}
+    times: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
+    load_before = os.getloadavg()[0]
     for text in lines:
-        times["before"] += timed(old)
-        times["after"] += timed(new)
-    timing = {
-        k: {"p50_ms": round(percentile(v, 50), 3), "p99_ms": round(percentile(v, 99), 3),
-            "max_ms": round(max(v), 2)}
-        for k, v in times.items()
-    }  # fmt: skip
+        times["before"].append(timed(old, text))
+        times["after"].append(timed(new, text))
+    timing = {}
+    for k, v in times.items():
+        wall, cpu = [w for w, _ in v], [c for _, c in v]
+        timing[k] = {
+            "wall_p50_ms": round(percentile(wall, 50), 3),
+            "wall_p99_ms": round(percentile(wall, 99), 3),
+            "cpu_p50_ms": round(percentile(cpu, 50), 3),
+            "cpu_p99_ms": round(percentile(cpu, 99), 3),
+            "wall_max_ms": round(max(wall), 2),
+        }
+    load = (load_before, os.getloadavg()[0])
     print_table(
         f"safety filter, time per candidate ({len(lines)} lines: {len(lines) - n_hostile} "
-        f"real, {n_hostile} hostile; 20 lines of recent chat)",
-        ["filter", "p50 ms", "p99 ms", "max ms"],
-        [[k, v["p50_ms"], v["p99_ms"], v["max_ms"]] for k, v in timing.items()],
+        f"real, {n_hostile} hostile; 20 lines of recent chat; load average {load[0]:.1f} "
+        f"-> {load[1]:.1f} on {os.cpu_count()} cores; cpu = this thread's CPU time)",
+        ["filter", "wall p50 ms", "wall p99 ms", "cpu p50 ms", "cpu p99 ms", "wall max ms"],
+        [[k, *v.values()] for k, v in timing.items()],
     )
 
     corpus = load_corpus()
 
-    def reason_of(flt):  # noqa: ANN001, ANN202
+    def reason_of(flt):
         return lambda t: flt.check(t, now=0.0, reply_to_user=None, recent_chat=[]).reason
 
-    variants: dict[str, dict[str, float]] = {"before (old filter)": rates(reason_of(old), corpus, logs)}
+    variants: dict[str, dict[str, float]] = {
+        "before (old filter)": rates(reason_of(old), corpus, logs)
+    }
     variants["after (all steps)"] = rates(reason_of(new), corpus, logs)
     with old_fold():
         variants["after, old folding (no unicode data)"] = rates(reason_of(new), corpus, logs)
@@ -169,12 +181,29 @@ def main() -> None:
           "test_unsafe_pass", "test_harmless_blocked", "real_chat_content_blocked"))]
          for k, v in variants.items()],
     )  # fmt: skip
+    held = load_corpus(HELDOUT)
+    heldout = {}
+    for name, flt in (("before", old), ("after", new)):
+        check = reason_of(flt)
+        unsafe = [r[2] for r in held if r[1] == "block"]
+        harmless = [r[2] for r in held if r[1] == "pass"]
+        heldout[name] = {
+            "unsafe_pass": f"{sum(check(t) == 'ok' for t in unsafe)}/{len(unsafe)}",
+            "harmless_blocked": f"{sum(check(t) != 'ok' for t in harmless)}/{len(harmless)}",
+        }
+    print_table(
+        "held-out lines (tests/data/safety_heldout.txt, written after tuning)",
+        ["filter", "unsafe pass", "harmless blocked"],
+        [[k, v["unsafe_pass"], v["harmless_blocked"]] for k, v in heldout.items()],
+    )
     path = write_result(
         "safety",
         {
             "lines": len(lines),
             "hostile_lines": n_hostile,
             "timing": timing,
+            "load_average": load,
+            "heldout": heldout,
             "rates": {k: {c: round(x, 4) for c, x in v.items()} for k, v in variants.items()},
             "real_chat_messages": {k: len(v) for k, v in logs.items()},
             "corpus_lines": Counter(r[3] for r in corpus),

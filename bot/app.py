@@ -84,6 +84,7 @@ def build_safety(settings: Settings) -> SafetyFilter:
             _resolve(reply.persona_file),
             _resolve(reply.template_file),
             _resolve(reply.template_file).parent / "addressed.txt",
+            _resolve(reply.log_template_file),
         ],
         offensive_threshold=reply.offensive_threshold,
     )

@@ -41,8 +41,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -54,6 +52,7 @@ import aiohttp
 
 from bot.engine import Adapter, Generation, SamplingOptions, VllmEngine, _adapter_dir, resolve_model
 from bot.errors import EngineError, ModelError
+from bot.server_wire import adapter_model_name, completion_body, error_text, sse_events
 from bot.settings import ModelSettings
 
 if TYPE_CHECKING:
@@ -61,67 +60,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_BODY_NAMES: dict[str, str] = {}
-"""``SamplingOptions`` fields whose ``/v1/completions`` key has another name (none today:
-vLLM's completion request uses the sampling parameters' own names)."""
-
 _TOKENIZER_PROBE = "chatling checks the tokenizer: Ünïcode 👋 PogChamp\n"
-
-
-def completion_body(model: str, prompt_ids: list[int], options: SamplingOptions) -> dict[str, Any]:
-    """The ``/v1/completions`` request for one reply: every ``SamplingOptions`` field, mapped.
-
-    Fields travel under their own names (``_BODY_NAMES`` renames); tuples become
-    JSON lists. ``tests/test_engine_server.py`` checks every field is a key vLLM knows.
-    """
-    body: dict[str, Any] = {
-        "model": model,
-        "prompt": list(prompt_ids),
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        "add_special_tokens": False,
-        "skip_special_tokens": True,
-    }
-    for field in dataclasses.fields(options):
-        value = getattr(options, field.name)
-        body[_BODY_NAMES.get(field.name, field.name)] = (
-            list(value) if isinstance(value, tuple) else value
-        )
-    return body
-
-
-def adapter_model_name(directory: Path) -> str:
-    """The served model name of one adapter directory (unique per absolute path)."""
-    digest = hashlib.sha1(str(directory).encode()).hexdigest()[:8]
-    return f"chatling-{directory.name}-{digest}"
-
-
-async def _sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
-    """The JSON events of a server-sent event stream, up to ``data: [DONE]``."""
-    async for raw in response.content:
-        line = raw.strip()
-        if not line.startswith(b"data:"):
-            continue
-        data = line[5:].strip()
-        if data == b"[DONE]":
-            return
-        yield json.loads(data)
-    raise aiohttp.ClientPayloadError("the stream ended without [DONE]")
-
-
-async def _error_text(response: aiohttp.ClientResponse) -> str:
-    """The server's own message of an error response (vLLM's or FastAPI's shape)."""
-    text = await response.text()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text.strip()[:300] or response.reason or str(response.status)
-    if isinstance(data, dict):
-        error = data.get("error", data.get("detail", data))
-        if isinstance(error, dict):
-            return str(error.get("message", error))
-        return str(error)
-    return str(data)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -216,7 +155,7 @@ class ServerEngine:
                 if response.status != 200:
                     raise ModelError(
                         f"{where} answered GET /v1/models with HTTP {response.status} "
-                        f"({await _error_text(response)}): is CHATLING_MODEL__SERVER_URL "
+                        f"({await error_text(response)}): is CHATLING_MODEL__SERVER_URL "
                         "a vLLM server?"
                     )
                 models = (await response.json())["data"]
@@ -302,9 +241,9 @@ class ServerEngine:
             async with self._session.post(
                 f"{self.url}/v1/{endpoint}", json=body, timeout=self._timeout
             ) as response:
-                return response.status, ("" if response.ok else await _error_text(response))
+                return response.status, ("" if response.ok else await error_text(response))
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ModelError(
+            raise _Unreachable(
                 f"cannot reach the vLLM server at {self.url} to {endpoint.replace('_', ' ')} "
                 f"({exc or type(exc).__name__})"
             ) from None
@@ -342,7 +281,9 @@ class ServerEngine:
 
         The adapter is loaded before requests switch to its name, so one the
         server refuses raises ``ModelError`` here and the one serving keeps
-        serving; the previous one is unloaded after the switch.
+        serving; the previous one is unloaded after the switch. A server that
+        does not answer is not a refusal: the adapter becomes the wanted one and
+        the reconnect loads it once the server is back.
         """
         previous = self._adapter
         if path is None:
@@ -351,7 +292,14 @@ class ServerEngine:
         else:
             directory = await asyncio.to_thread(_adapter_dir, path)
             adapter = Adapter(adapter_model_name(directory), 0, str(directory))
-            await self._load_lora(adapter.name, adapter.path)
+            try:
+                await self._load_lora(adapter.name, adapter.path)
+            except _Unreachable as exc:
+                # Not the adapter's fault: it is loaded when the server is back.
+                self._adapter = adapter
+                self._server_lost(str(exc))
+                log.warning("adapter %s will be loaded when the server is back", adapter.path)
+                return adapter
             self._adapter = adapter
             log.info("serving adapter %s (server model %s)", adapter.path, adapter.name)
         if previous is not None and previous != self._adapter:
@@ -407,14 +355,14 @@ class ServerEngine:
                 f"{self.url}/v1/completions", json=body, timeout=self._timeout
             ) as response:
                 if response.status != 200:
-                    text = await _error_text(response)
+                    text = await error_text(response)
                     if response.status == 404 and adapter is not None and adapter.name in text:
                         raise _AdapterGone
                     raise EngineError(
                         f"the vLLM server refused the reply: HTTP {response.status}: {text}"
                     )
                 try:
-                    async for event in _sse_events(response):
+                    async for event in sse_events(response):
                         if "error" in event:
                             raise EngineError(f"the vLLM server failed the reply: {event}")
                         for choice in event.get("choices") or ():
@@ -486,8 +434,12 @@ async def sample_texts(
             engine._adapter = None
 
 
+class _Unreachable(ModelError):
+    """The server did not answer an adapter request (internal)."""
+
+
 class _AdapterGone(Exception):
     """The server answered 404 for the adapter's model name (internal)."""
 
 
-__all__ = ["Backoff", "ServerEngine", "adapter_model_name", "completion_body", "sample_texts"]
+__all__ = ["Backoff", "ServerEngine", "sample_texts"]

@@ -180,6 +180,7 @@ async def run_live(
                     marks=MarkCommands(
                         settings.schedule.good_command, settings.schedule.bad_command
                     ),
+                    safety=safety,  # the channel's Twitch blocked terms join the filter
                 )
             )
             sources.append("twitch")

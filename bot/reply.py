@@ -103,7 +103,11 @@ class ReplyWriter:
         for raw, truncated in zip(generation.texts, cut, strict=True):
             text = clean_generation(raw, self.settings.bot_name, names)
             verdict = self.safety.check(
-                text, now=now, reply_to_user=reply_to, recent_chat=recent_chat
+                text,
+                now=now,
+                reply_to_user=reply_to,
+                recent_chat=recent_chat,
+                prompt=f"{prompt.system}\n{prompt.user}",
             )
             final = verdict.text if verdict.allowed else text
             score = score_candidate(final, prompt.snapshot, target.text if target else None)

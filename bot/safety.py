@@ -42,12 +42,13 @@ from pathlib import Path
 
 from bot.errors import ConfigError
 from bot.events import ChatMessage
-from bot.safety_echo import echoes, fixed_grams
+from bot.safety_echo import echoes, fixed_grams, prompt_grams, template_patterns
 from bot.safety_form import impersonates, is_blank, is_flood
-from bot.safety_learned import OFFENSIVE_THRESHOLD, offensive
-from bot.safety_links import LinkAllowList, find_links
-from bot.safety_normalize import fold, is_zalgo, light_fold, mixed_script_word
+from bot.safety_learned import OFFENSIVE_THRESHOLD, load_model, offensive
+from bot.safety_links import LinkAllowList, find_links, public_suffixes
+from bot.safety_normalize import fold, is_zalgo, light_fold, load_data, mixed_script_word
 from bot.safety_pii import contains_personal_data as _personal
+from bot.safety_pii import load_phone_metadata
 from bot.safety_terms import STEPS as TERM_STEPS
 from bot.safety_terms import TermMatcher, compile_term, load_blocked_terms, plain_words
 from bot.settings import PROJECT_ROOT, ReplySettings
@@ -88,7 +89,9 @@ _TEMPLATE_ECHO = re.compile(
     r"|write (?:a|your)(?: next)? (?:chat )?message|recent chat \(",
     re.IGNORECASE,
 )
-_PROMPT_FILES = ("prompts/persona.txt", "prompts/reply.txt", "prompts/addressed.txt")
+_PROMPT_FILES = (
+    "prompts/persona.txt", "prompts/reply.txt", "prompts/addressed.txt", "prompts/chatlog.txt",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,12 +178,20 @@ class SafetyFilter:
                     f"blocked term {term!r} has no letters: write terms in letters "
                     "(digits and symbols are matched as leetspeak automatically)"
                 )
+        self._terms = terms
         self._matcher = TermMatcher(terms, self.steps & TERM_STEPS)
         self._allow = LinkAllowList(allowed_links)
         files = [PROJECT_ROOT / p for p in _PROMPT_FILES] if prompt_files is None else prompt_files
         self._fixed_texts = _read_prompt_files((Path(p) for p in files), bot_name)
         self._fixed_grams = fixed_grams(self._fixed_texts)
+        self._templates = template_patterns(self._fixed_texts)
         self._prompt_cache: tuple[str, frozenset[tuple[str, ...]]] = ("", self._fixed_grams)
+        # The data files load once per process, here rather than during a reply (~1 s).
+        load_data()
+        public_suffixes()
+        load_phone_metadata()
+        if "classifier" in self.steps:
+            load_model()
 
     @classmethod
     def from_settings(
@@ -200,9 +211,23 @@ class SafetyFilter:
             max_chars=settings.max_chars,
             duplicate_window_s=settings.duplicate_window_s,
             allowed_links=settings.allowed_links,
-            prompt_files=[resolve(settings.persona_file), template, template.parent / "addressed.txt"],
+            prompt_files=[
+                resolve(settings.persona_file),
+                template,
+                template.parent / "addressed.txt",
+                resolve(settings.log_template_file),
+            ],
             offensive_threshold=settings.offensive_threshold,
         )
+
+    def set_platform_terms(self, terms: Iterable[str]) -> int:
+        """Match the platform's own blocked terms too (Twitch's, refreshed while live),
+        replacing the previous ones; terms without letters are skipped. Returns how many
+        terms are matched now."""
+        usable = [t.lstrip("!") for t in terms if compile_term(t.lstrip("!")) is not None]
+        self._matcher = TermMatcher([*self._terms, *usable], self.steps & TERM_STEPS)
+        logger.info("blocked terms: %d from the platform merged", len(usable))
+        return len(self._matcher.terms)
 
     def blocked_term(self, text: str) -> str | None:
         """The first block-list term ``text`` contains, or ``None``."""
@@ -232,7 +257,7 @@ class SafetyFilter:
         if not prompt:
             return self._fixed_grams
         if self._prompt_cache[0] != prompt:  # one prompt serves several candidates
-            self._prompt_cache = (prompt, self._fixed_grams | fixed_grams([prompt]))
+            self._prompt_cache = (prompt, prompt_grams(prompt, self._fixed_grams, self._templates))
         return self._prompt_cache[1]
 
     def _reason(

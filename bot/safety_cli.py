@@ -106,9 +106,7 @@ def run_check(settings: Settings, source: str, out: IO[str]) -> int:
 
     name, lines = _read_lines(source)
     flt = build_safety(settings)
-    print(
-        "safety check settings: " + json.dumps(settings_in_force(settings, flt)), file=sys.stderr
-    )
+    print("safety check settings: " + json.dumps(settings_in_force(settings, flt)), file=sys.stderr)
     blocked = 0
     for number, text, target, recent in parse_candidates(name, lines):
         verdict = flt.check(text, now=0.0, reply_to_user=target, recent_chat=recent)

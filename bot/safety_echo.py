@@ -2,11 +2,12 @@
 
 A small model sometimes writes its instructions back ("You are chatling, a
 regular viewer...", "Only the message text, one line."). The fixed text is
-what the bot's own files say (persona, reply and addressed templates, with
-``{placeholders}`` as gaps) plus, when the caller passes the rendered prompt,
-every part of it outside the quoted data blocks (``<transcript>``, ``<chat>``,
-``<message>``): so a persona set elsewhere is known too, while copying a few
-words of recent chat is left to the duplicate rule.
+what the bot's own files say (persona, chat-log, reply and addressed
+templates, with ``{placeholders}`` as gaps) plus, when the caller passes a
+rendered prompt that none of those templates made, every part of it outside
+the quoted data blocks (``<transcript>``, ``<chat>``, ``<message>``) and the
+chat-log lines (``name: text``): so a persona set elsewhere is known too,
+while copying words of recent chat is left to the duplicate rule.
 
 A candidate echoes when its words covered by 3-word sequences of the fixed
 text reach 5, or 4 making up all of it: "you are chatling, a legend" (4 of 5
@@ -44,6 +45,33 @@ def fixed_grams(texts: Iterable[str]) -> frozenset[tuple[str, ...]]:
             for line in re.split(r"[\n<>]", piece):
                 grams |= _grams(_words(line))
     return frozenset(grams)
+
+
+_CHAT_LINE = re.compile(r"^[^\s:]{1,25}: .*$", re.MULTILINE)
+
+
+def template_patterns(texts: Iterable[str]) -> list[re.Pattern[str]]:
+    """Each known template as a pattern its rendered prompts match (placeholders: any text)."""
+    return [
+        re.compile(
+            r"\A\s*" + "(?:.*?)".join(re.escape(p) for p in _PLACEHOLDER.split(t.strip()))
+            + r"\s*\Z", re.DOTALL,
+        )
+        for t in texts
+    ]  # fmt: skip
+
+
+def prompt_grams(
+    prompt: str,
+    known: frozenset[tuple[str, ...]],
+    templates: list[re.Pattern[str]],
+) -> frozenset[tuple[str, ...]]:
+    """The fixed text's sequences given a rendered prompt: a prompt made from a known
+    template adds nothing (the files' text is ``known``); another one adds its text
+    outside data blocks and chat-log lines (``name: text``)."""
+    if any(p.match(prompt) for p in templates):
+        return known
+    return known | fixed_grams([_CHAT_LINE.sub("", prompt)])
 
 
 def echoes(text: str, grams: frozenset[tuple[str, ...]] | set[tuple[str, ...]]) -> bool:

@@ -25,8 +25,8 @@ KNOWN_BOTS = (
 )
 _ROLES = r"mod|mods|moderator|broadcaster|streamer|admin|staff|vip|owner|twitch|system|automod"
 _IMPERSONATION = re.compile(
-    rf"^\W*(?:(?:{KNOWN_BOTS})\s*(?:\(\w+\)\s*)?:"
-    rf"|[\[(<{{|]\s*(?:{_ROLES})\s*[\])>}}|]"
+    rf"^\W*(?:(?:{KNOWN_BOTS})\s*(?:\(\w+\)\s*)?[^\w\s]{{0,3}}\s*:"
+    rf"|[\[(<{{|【「〔]\s*(?:{_ROLES})\s*[\])>}}|】」〕]"
     rf"|(?:{_ROLES})\s*:)"
     r"|\b(?:has been|was|got) (?:permanently )?(?:banned|timed out|suspended)"
     r"(?: from (?:the )?(?:chat|channel))?(?: for \d+ ?(?:s|sec|seconds|m|min|minutes|h|hours))?\b"

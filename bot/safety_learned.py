@@ -40,6 +40,11 @@ class _Linear:
     sigmoids: tuple[tuple[float, float], ...]
 
 
+def load_model() -> None:
+    """Unpack the classifier now rather than on the first candidate."""
+    _model()
+
+
 @functools.cache
 def _model() -> _Linear:
     """The packaged TF-IDF + calibrated LinearSVC, unpacked on first use (0.5 s).

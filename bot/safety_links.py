@@ -38,7 +38,7 @@ _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*\s*:\s*/\s*/")
 _WWW = re.compile(r"\bwww\s*\.")
 _BRACKET_DOT = re.compile(r"\s*[(\[{<⟨〈‹«]\s*(?:\.|dot|d0t|punkt|point)\s*[)\]}>⟩〉›»]\s*")
 _SPACED_DOT = re.compile(rf"\b([a-z0-9-]+)\s+\.\s*({_COMMON_TLDS})\b")
-_SPELLED_DOT = re.compile(rf"\b([a-z0-9-]+)\s+(?:dot|d0t|punkt)\s+({_COMMON_TLDS})\b")
+_SPELLED_DOT = re.compile(rf"\b([a-z0-9-]+)\s+(?:dot|d0t|punkt)\s+({_COMMON_TLDS}|lol)\b")
 _SLASH = re.compile(r"\s*\b(?:slash|backslash)\b\s*")
 _SPELLED_INVITE = re.compile(
     r"\b(?:discord|t|bit|tinyurl|youtu|twitch|onlyfans|telegram)\s*(?:\.|dot)?\s*"

@@ -39,7 +39,9 @@ _IGNORABLE_RANGES = (
     (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
     (0xE0000, 0xE0FFF),
 )  # fmt: skip
-BLANK_LOOKING = frozenset("\u2800\u3000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a")
+BLANK_LOOKING = frozenset(
+    "\u2800\u3000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+)
 """Characters that render as nothing or as space but are not ignorable (Braille blank)."""
 
 _EXTRA = {
@@ -76,11 +78,19 @@ _MULTI_LEET = (
     ("|)", "d"), ("()", "o"), ("/\\", "a"), ("|_|", "u"), ("><", "x"), ("ph", "f"),
     ("rn", "m"), ("|\\|", "n"), ("|-|", "h"), ("|2", "r"), ("13", "b"),
 )  # fmt: skip
-_MULTI_LEET_RE = re.compile("|".join(re.escape(a) for a, _ in sorted(_MULTI_LEET, key=lambda p: -len(p[0]))))
+_MULTI_LEET_RE = re.compile(
+    "|".join(re.escape(a) for a, _ in sorted(_MULTI_LEET, key=lambda p: -len(p[0])))
+)
 _MULTI_LEET_MAP = dict(_MULTI_LEET)
+_CHATSPEAK = {"u": "you", "ur": "your", "urself": "yourself", "urselves": "yourselves",
+              "yo": "your", "yoself": "yourself", "ya": "you"}  # fmt: skip
+_CHATSPEAK_RE = re.compile(
+    rf"(?<![a-z])(?:{'|'.join(sorted(_CHATSPEAK, key=len, reverse=True))})(?![a-z])"
+)
 _CAPITAL_I_AS_L = re.compile(r"(?<=[a-z])I|(?<=[a-zI])I(?=[a-z]|I|$|\s)|I(?=I)")
 
 
+@functools.cache
 def is_ignorable(ch: str) -> bool:
     """Whether ``ch`` is default-ignorable or a format character: it renders as nothing."""
     code = ord(ch)
@@ -90,10 +100,16 @@ def is_ignorable(ch: str) -> bool:
 
 
 @functools.cache
-def _homoglyphs() -> dict[str, list[str]]:
-    """The confusables graph of ``confusable-homoglyphs`` (UTS #39 data), loaded once."""
+def _homoglyphs() -> dict[str, str]:
+    """The confusables graph of ``confusable-homoglyphs`` (UTS #39 data), loaded once;
+    each character's homoglyphs joined by NUL (few objects: less for the GC to walk)."""
     raw = (resources.files("confusable_homoglyphs") / "confusables.json").read_text("utf-8")
-    return {k: [h["c"] for h in v] for k, v in json.loads(raw).items()}
+    return {k: "\0".join(h["c"] for h in v) for k, v in json.loads(raw).items()}
+
+
+def load_data() -> None:
+    """Load the confusables data now (0.1 s) rather than on the first non-ASCII letter."""
+    _homoglyphs()
 
 
 def _strip_marks(text: str) -> str:
@@ -143,7 +159,7 @@ def _fold_char(ch: str) -> str:
         nxt: list[str] = []
         letters: list[str] = []
         for c in frontier:
-            for h in graph.get(c, ()):
+            for h in graph[c].split("\0") if c in graph else ():
                 if h in ("I", "l", "|", "1"):
                     return "l"  # a vertical stroke: l or I, read both ways (see fold_char)
                 letter = _ascii_letter(h)
@@ -190,8 +206,10 @@ def capital_i_as_l(text: str) -> str:
 
 
 def multi_leet(folded: str) -> str:
-    """Multi-character leetspeak undone: ``|<`` k, ``\\/`` v, ``ph`` f, ``rn`` m."""
-    return _MULTI_LEET_RE.sub(lambda m: _MULTI_LEET_MAP[m.group()], folded)
+    """Multi-character leetspeak and chat spelling undone: ``|<`` k, ``\\/`` v, ``ph`` f,
+    ``rn`` m; ``u``, ``ur``, ``urself`` for you, your, yourself."""
+    text = _MULTI_LEET_RE.sub(lambda m: _MULTI_LEET_MAP[m.group()], folded)
+    return _CHATSPEAK_RE.sub(lambda m: _CHATSPEAK[m.group()], text)
 
 
 def flipped(text: str) -> str | None:
@@ -263,6 +281,8 @@ def mixed_script_word(text: str) -> str | None:
 
 def visible(text: str) -> str:
     """``text`` without whitespace, ignorable and blank-looking characters."""
+    if text.isascii():
+        return "".join(text.split())
     return "".join(
         ch for ch in text if not ch.isspace() and ch not in BLANK_LOOKING and not is_ignorable(ch)
     )

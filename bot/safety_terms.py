@@ -32,7 +32,8 @@ from bot.errors import InputFileError
 from bot.safety_normalize import capital_i_as_l, flipped, fold, multi_leet
 
 _DIGITS = {"0": "o", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "8": "b", "9": "g"}
-_SYMBOLS = {"@": "a", "$": "s", "+": "t", "(": "c", "€": "e", "¢": "c", "¡": "i", "©": "c"}
+_SYMBOLS = {"@": "a", "$": "s", "+": "t", "(": "c", "€": "e", "¢": "c", "¡": "i", "©": "c",
+            "¥": "y"}  # fmt: skip
 # "1", "!" and "|" stand for i or l: each variant reads them one way; the last
 # variant treats symbols as punctuation ("ass!" is "ass", not "assi").
 _VARIANTS = [
@@ -42,6 +43,7 @@ _VARIANTS = [
 ]
 _LEET_CHARS = set(_DIGITS) | set(_SYMBOLS) | {"1", "!", "|"}
 _LETTERS = re.compile(r"[a-z]+")
+_HAS_LETTER = re.compile(r"[a-z]")
 # English words one dropped letter away from a shipped term (checked against
 # /usr/share/dict/american-english when the fuzzy reading was added).
 FUZZY_EXCEPTIONS = frozenset({"niger", "fagot", "retar", "chin", "bunny"})
@@ -145,8 +147,9 @@ def _forms(folded: str, table: dict[int, str]) -> tuple[str, str, list[str], str
     runs: list[str] = []
     run: list[str] = []
     for chunk in folded.split():
-        leet = sum(1 for ch in chunk if ch.isalnum() or ch in _LEET_CHARS)
-        if re.search("[a-z]", chunk) or leet == 1:
+        if _HAS_LETTER.search(chunk) or (
+            sum(1 for ch in chunk if ch.isalnum() or ch in _LEET_CHARS) == 1
+        ):
             chunk = chunk.translate(table)
         parts = _LETTERS.findall(chunk)
         words += parts
@@ -207,6 +210,7 @@ class TermMatcher:
                 )
             )
         self._fuzzy_lengths = sorted({form.count(" ") + 1 for form in self._fuzzy})
+        self._fuzzy_first = frozenset(form.split(" ", 1)[0] for form in self._fuzzy)
         self._any_bounded = _any(t.bounded.pattern for t in self.terms)
         self._any_loose = _any(t.loose.pattern for t in self.terms)
         self._any_reversible = _any(t.bounded.pattern for t in self.terms if t.reversible)
@@ -240,8 +244,13 @@ class TermMatcher:
     def _misspelled(self, stream: str) -> str | None:
         """A term misspelled by one letter among the words of ``stream``."""
         words = [squeeze(w) for w in stream.split()]
+        starts = [
+            i for i, w in enumerate(words) if w in self._fuzzy_first or w[:-1] in self._fuzzy_first
+        ]
         for n in self._fuzzy_lengths:
-            for i in range(len(words) - n + 1):
+            for i in starts:
+                if i + n > len(words):
+                    continue
                 key = " ".join(words[i : i + n])
                 hit = self._fuzzy.get(key) or (
                     self._fuzzy.get(key[:-1]) if key.endswith("s") else None

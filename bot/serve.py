@@ -189,18 +189,25 @@ def add_serve_command(sub: Any) -> None:
     sp = sub.add_parser(
         "serve",
         help="start a vLLM server for the bot's server backend (CHATLING_MODEL__BACKEND=server)",
-        description="Starts vLLM's OpenAI-compatible server with the configured model "
-        "(CHATLING_MODEL__NAME), runtime LoRA loading on (so promoted adapters load without a "
-        "restart), and the model settings of .env; flags override them, arguments after -- go "
-        "to vLLM unchanged. Point the bot at it with CHATLING_MODEL__BACKEND=server and "
-        "CHATLING_MODEL__SERVER_URL=http://HOST:PORT. A server on another machine must see the "
-        "adapters directory at the same absolute path (a shared mount); see README.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Starts vLLM's OpenAI-compatible server with the configured model\n"
+        "(CHATLING_MODEL__NAME), runtime LoRA loading on (promoted adapters load without a\n"
+        "restart) and the model settings of .env; flags override them, arguments after --\n"
+        "go to vLLM unchanged. Point the bot at it with CHATLING_MODEL__BACKEND=server and\n"
+        "CHATLING_MODEL__SERVER_URL=http://HOST:PORT. A server on another machine must see\n"
+        "the adapters directory at the same absolute path (a shared mount); see README.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  chatling serve                                  # this machine, 127.0.0.1:8000\n"
+        "  chatling serve --host 0.0.0.0                   # for a bot on another machine\n"
+        "  chatling serve --tensor-parallel-size 4         # one model over 4 GPUs\n"
+        "  chatling serve --tensor-parallel-size 8 --pipeline-parallel-size 2 --ray\n"
+        "                                                  # two 8-GPU machines (Ray cluster)",
     )
     sp.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address to listen on (0.0.0.0 for other machines; set an API key then)",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 for other machines, with "
+        "CHATLING_MODEL__SERVER_API_KEY set)",
     )
     sp.add_argument(
         "--port", type=int, default=None, help="port (default: the port of model.server_url)"

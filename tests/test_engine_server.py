@@ -29,9 +29,10 @@ import pytest
 import pytest_asyncio
 
 from bot.engine import SamplingOptions, VllmEngine
-from bot.engine_server import Backoff, ServerEngine, completion_body
+from bot.engine_server import Backoff, ServerEngine
 from bot.errors import EngineError, ModelError
 from bot.serve import ServerProcess
+from bot.server_wire import completion_body
 from bot.settings import DEFAULT_MODEL_DIR, ModelSettings
 from tests.conftest import require_models
 
@@ -282,7 +283,8 @@ async def test_gate_samples_a_candidate_on_the_server_and_unloads_it(
 ) -> None:
     """The nightly gate's sampling with ``backend=server``: the candidate is loaded for it
     and unloaded after; the adapter the bot serves stays loaded when it is the one sampled."""
-    from bot.engine_server import adapter_model_name, sample_texts
+    from bot.engine_server import sample_texts
+    from bot.server_wire import adapter_model_name
 
     server, trained = served
     candidate = tmp_path / "candidate"
@@ -328,12 +330,15 @@ async def test_wrong_url_and_refused_key_are_one_clear_error_each(
 
 
 async def test_server_killed_mid_reply_drops_it_and_reconnects(
-    served: tuple[ServerProcess, Path], server_engine: ServerEngine
+    served: tuple[ServerProcess, Path], server_engine: ServerEngine, tmp_path: Path
 ) -> None:
     """Kill the server group mid-stream: that reply fails, the next ones fail fast while
-    it is down, and once a new server is up on the same port replies (with the adapter,
-    loaded again on the new server) come back without restarting the engine."""
+    it is down, an adapter promoted meanwhile is not refused, and once a new server is up
+    on the same port replies (with that adapter, loaded on the new server) come back
+    without restarting the engine."""
     server, trained = served
+    promoted = tmp_path / "promoted-while-down"
+    shutil.copytree(trained, promoted)
     await server_engine.set_adapter(trained)
     ids = _prompt(server_engine)
     long = SamplingOptions(n=2, max_tokens=1000, temperature=1.0, seed=3, stop=())
@@ -347,6 +352,8 @@ async def test_server_killed_mid_reply_drops_it_and_reconnects(
     with pytest.raises(EngineError, match="unreachable; reconnecting"):
         await server_engine.generate(ids, GREEDY)
     assert time.perf_counter() - started < 1.0, "a reply while the server is down fails at once"
+    wanted = await server_engine.set_adapter(promoted)  # the watcher must not mark it refused
+    assert wanted is not None and server_engine.adapter == wanted
     try:
         server.start()
         await asyncio.to_thread(_ready, server)
@@ -355,7 +362,8 @@ async def test_server_killed_mid_reply_drops_it_and_reconnects(
                 break
             await asyncio.sleep(0.2)
         assert server_engine.alive and server_engine.reconnects == 1
+        assert wanted.name in await _served_models(server)
         gen = await server_engine.generate(ids, GREEDY)
-        assert gen.texts[0].strip() and gen.adapter == str(Path(trained).resolve())
+        assert gen.texts[0].strip() and gen.adapter == str(promoted.resolve())
     finally:
         await server_engine.set_adapter(None)

@@ -40,8 +40,16 @@ from bot.settings import resolve_path
 log = logging.getLogger(__name__)
 
 ID_BASE = "https://id.twitch.tv/"
-BOT_SCOPES: tuple[str, ...] = ("user:read:chat", "user:write:chat", "user:bot")
-"""What the bot account grants: read chat over EventSub, send through Helix, appear as a bot."""
+BOT_SCOPES: tuple[str, ...] = (
+    "user:read:chat",
+    "user:write:chat",
+    "user:bot",
+    "moderator:read:blocked_terms",
+    "moderation:read",
+)
+"""What the bot account grants: read chat over EventSub, send through Helix, appear as a bot,
+and (used only when it moderates the channel) read the channel's blocked terms and ask AutoMod
+before sending (``bot.twitch.moderation``)."""
 DEFAULT_TOKEN_FILE = "data/twitch-tokens.json"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 

@@ -48,7 +48,10 @@ refresh. What is added here:
   in bursts that it would otherwise parse in one go);
 - every request to Twitch is bounded by ``request_timeout_s``;
 - duplicate deliveries (Twitch sends at least once) are dropped by message id;
-- twitchio's loggers are scrubbed of the bot's tokens (``SecretRedactor``).
+- twitchio's loggers are scrubbed of the bot's tokens (``SecretRedactor``);
+- Twitch's own checks (``bot.twitch.moderation``): the channel's blocked terms
+  merged into ``safety`` at start and refreshed, and AutoMod asked before each
+  send when the bot is a moderator.
 """
 
 from __future__ import annotations
@@ -77,9 +80,11 @@ from bot.settings import TwitchSettings
 from bot.twitch import auth
 from bot.twitch.auth import SecretRedactor, Tokens, TwitchError, redact
 from bot.twitch.commands import MarkCommands, ModeratorCommands
+from bot.twitch.moderation import TwitchModeration
 from bot.twitch.sink import TwitchSink
 
 if TYPE_CHECKING:
+    from bot.safety import SafetyFilter
     from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -284,8 +289,11 @@ class TwitchChat:
         store: Store | None = None,
         stream_id: int | None = None,
         marks: MarkCommands | None = None,
+        safety: SafetyFilter | None = None,
+        blocked_terms_refresh_s: float = 600.0,
     ) -> None:
-        """``store`` + ``stream_id``: record moderators' marks (``marks``) and deletions."""
+        """``store`` + ``stream_id``: record moderators' marks (``marks``) and deletions;
+        ``safety``: the filter the channel's Twitch blocked terms are merged into."""
         if (store is None) != (stream_id is None):
             raise ValueError("give both store and stream_id, or neither")
         self.settings = settings
@@ -332,6 +340,11 @@ class TwitchChat:
         self._closing = False
         self.failed: TwitchAuthError | None = None
         """Set when Twitch refused the bot's token for good (chat is then no longer read)."""
+        self._safety = safety
+        self.blocked_terms_refresh_s = blocked_terms_refresh_s
+        self.moderation: TwitchModeration | None = None
+        """Twitch's blocked terms and AutoMod (available inside the ``async with``)."""
+        self._terms_task: asyncio.Task[None] | None = None
 
     # -- public -------------------------------------------------------------------------
 
@@ -395,7 +408,7 @@ class TwitchChat:
         await asyncio.sleep(0)  # let dispatches already scheduled reach the buffer
         if et is None:
             await self._drain()
-        for task in (self._supervisor, self._forwarder):
+        for task in (self._supervisor, self._forwarder, self._terms_task):
             if task is not None:
                 task.cancel()
         return await self._stack.__aexit__(et, exc, tb)
@@ -457,11 +470,36 @@ class TwitchChat:
             stream_id=self._stream_id,
             bot_login=self.bot_login,
         )
+        await self._start_moderation()
         await self._subscribe()  # before the task group: its errors come out as they are
         self._tg = await self._stack.enter_async_context(asyncio.TaskGroup())
+        if self._safety is not None and self.moderation is not None:
+            self._terms_task = self._tg.create_task(
+                self.moderation.keep_terms_fresh(self._safety.set_platform_terms),
+                name="twitch-blocked-terms",
+            )
         self._forwarder = self._tg.create_task(self._forward(), name="twitch-chat-forwarder")
         self._supervisor = self._tg.create_task(self._supervise(), name="twitch-chat-supervisor")
         log.info("reading Twitch chat of #%s as %s", self.channel, self.bot_login)
+
+    async def _start_moderation(self) -> None:
+        """Twitch's blocked terms into the filter; AutoMod before sends if a moderator."""
+        assert self._session is not None and self._tokens is not None and self._sink is not None
+        self.moderation = TwitchModeration(
+            session=self._session,
+            client_id=self.settings.client_id,
+            broadcaster_id=self.broadcaster_id,
+            moderator_id=self.bot_id,
+            tokens=self._tokens,
+            helix_base=twitchio.http.Route.BASE,
+            refresh_s=self.blocked_terms_refresh_s,
+        )
+        if self.settings.is_moderator:
+            self._sink.automod = self.moderation.automod_permits
+        if self._safety is not None:
+            terms = await self.moderation.fetch_blocked_terms()
+            if terms is not None:
+                self._safety.set_platform_terms(terms)
 
     async def _login_tokens(self) -> Tokens:
         """Tokens from the token file (else the settings), validated, refreshed if expired."""

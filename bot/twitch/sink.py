@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -130,6 +130,9 @@ class TwitchSink:
         self.gate = SendGate(capacity, PLATFORM_WINDOW_S)
         self.sent = 0
         self.refused = 0
+        self.automod: Callable[[str], Awaitable[bool | None]] | None = None
+        """Asked before each send when set (``TwitchModeration.automod_permits``, for a
+        moderator bot): ``False`` means AutoMod would hold the message, so it is not sent."""
 
     async def send(self, text: str, reply_to: ChatMessage | None) -> bool:
         """Post ``text`` (as a reply when ``reply_to`` has a message id); True if Twitch sent it."""
@@ -138,6 +141,10 @@ class TwitchSink:
             log.warning(
                 "not sending a %d-character message: Twitch allows %d", len(text), MAX_MESSAGE_CHARS
             )
+            return False
+        if self.automod is not None and await self.automod(text) is False:
+            log.info("not sending to Twitch chat: AutoMod would hold the message")
+            self.refused += 1
             return False
         refusal = self.gate.refusal(now)
         if refusal is not None or not self.gate.acquire(now):

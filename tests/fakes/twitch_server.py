@@ -3,7 +3,8 @@
 Serves what chatling's Twitch client touches: id.twitch.tv (``/oauth2/validate``,
 ``/oauth2/token`` for refresh and device-code grants, ``/oauth2/device``),
 Helix (``/helix/users``, ``/helix/eventsub/subscriptions``,
-``/helix/chat/messages``) and the EventSub websocket (``/ws``: welcome,
+``/helix/chat/messages``, ``/helix/moderation/blocked_terms``,
+``/helix/moderation/enforcements/status``) and the EventSub websocket (``/ws``: welcome,
 keepalives, notifications of ``channel.chat.message`` and
 ``channel.chat.message_delete``, ``session_reconnect``). It records every
 connection, subscription and posted chat message, and can be scripted:
@@ -112,6 +113,14 @@ class FakeTwitch:
         self.token_queries: list[dict[str, str]] = []
         """The URL query of each ``/oauth2/token`` request (secrets belong in the body)."""
         self.device_polls = 0
+        self.blocked_terms: list[str] = []
+        """The channel's Twitch blocked terms (Helix Get Blocked Terms), 2 a page."""
+        self.automod_holds: set[str] = set()
+        """Words AutoMod holds (Check AutoMod Status answers is_permitted: false)."""
+        self.moderator_scopes: set[str] = {"moderator:read:blocked_terms", "moderation:read"}
+        """Scopes the bot's token has for the moderation endpoints (else 401 missing scope)."""
+        self.moderation_requests: list[tuple[str, dict[str, str], Any]] = []
+        """(path, query, json body) of every moderation request."""
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -153,6 +162,8 @@ class FakeTwitch:
         app.router.add_post("/helix/eventsub/subscriptions", self._subscribe)
         app.router.add_post("/helix/chat/messages", self._chat_message)
         app.router.add_get("/ws", self._websocket)
+        app.router.add_get("/helix/moderation/blocked_terms", self._blocked_terms_get)
+        app.router.add_post("/helix/moderation/enforcements/status", self._automod_status)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -525,6 +536,46 @@ class FakeTwitch:
         ids, logins = request.query.getall("id", []), request.query.getall("login", [])
         found = [u for u in self.users.values() if u.id in ids or u.login in logins]
         return web.json_response({"data": [_user_json(u) for u in found]})
+
+    def _moderation_refusal(self, request: web.Request, scope: str) -> web.Response | None:
+        if self._bearer(request) is None:
+            return web.json_response({"status": 401, "message": "Invalid OAuth token"}, status=401)
+        if scope not in self.moderator_scopes:
+            return web.json_response(
+                {"error": "Unauthorized", "status": 401, "message": f"Missing scope: {scope}"},
+                status=401,
+            )
+        return None
+
+    async def _blocked_terms_get(self, request: web.Request) -> web.Response:
+        query = dict(request.query)
+        self.moderation_requests.append((request.path, query, None))
+        refusal = self._moderation_refusal(request, "moderator:read:blocked_terms")
+        if refusal is not None:
+            return refusal
+        if query.get("moderator_id") != self.bot.id:
+            return web.json_response({"status": 403, "message": "not a moderator"}, status=403)
+        start = int(query.get("after") or 0)
+        page = self.blocked_terms[start : start + 2]
+        data = [{"id": str(start + i), "text": t, "broadcaster_id": self.broadcaster.id}
+                for i, t in enumerate(page)]  # fmt: skip
+        more = start + 2 < len(self.blocked_terms)
+        return web.json_response(
+            {"data": data, "pagination": {"cursor": str(start + 2)} if more else {}}
+        )
+
+    async def _automod_status(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.moderation_requests.append((request.path, dict(request.query), body))
+        refusal = self._moderation_refusal(request, "moderation:read")
+        if refusal is not None:
+            return refusal
+        data = [
+            {"msg_id": m["msg_id"],
+             "is_permitted": not any(w in m["msg_text"].lower() for w in self.automod_holds)}
+            for m in body["data"]
+        ]  # fmt: skip
+        return web.json_response({"data": data})
 
     async def _subscribe(self, request: web.Request) -> web.Response:
         if self._bearer(request) is None:

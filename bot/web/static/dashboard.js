@@ -74,7 +74,7 @@
     if (r.mark) box.append(el("span", { class: "marked", textContent: `marked ${r.mark}` }));
     for (const mark of ["good", "bad"]) {
       box.append(" ", el("button", {
-        type: "button", textContent: mark === "good" ? "👍 good" : "👎 bad",
+        type: "button", textContent: mark,
         data: { mark },
         onclick: () => act("POST", `/api/replies/${r.id}/mark`, { mark }),
       }));

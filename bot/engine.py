@@ -60,6 +60,8 @@ class SamplingOptions:
     seed: int | None = None
     stop: tuple[str, ...] = ("\n",)
     min_p: float = 0.0
+    logprobs: int | None = None
+    """0: also return each candidate's mean token log-probability (the likelihood chooser)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,9 @@ class Generation:
     adapter: str | None
     truncated: tuple[bool, ...] = ()
     """Per candidate: stopped by ``max_tokens`` (cut off mid-line) rather than a stop."""
+    mean_logprobs: tuple[float, ...] = ()
+    """Per candidate, when asked (``SamplingOptions.logprobs``): mean log-probability of
+    its tokens under the model that wrote it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,6 +407,7 @@ class VllmEngine:
             temperature=options.temperature,
             top_p=options.top_p,
             min_p=options.min_p,
+            logprobs=options.logprobs,
             seed=options.seed,
             stop=list(options.stop),
             output_kind=RequestOutputKind.DELTA,
@@ -412,6 +418,8 @@ class VllmEngine:
         request_id = f"reply-{next(self._request_ids)}"
         texts = [""] * options.n
         cut = [False] * options.n
+        logprob_sums = [0.0] * options.n
+        counts = [0] * options.n
         tokens = 0
         started = time.perf_counter()
         first_token_s = 0.0
@@ -427,6 +435,12 @@ class VllmEngine:
                     tokens += len(completion.token_ids)
                     if getattr(completion, "finish_reason", None) == "length":
                         cut[completion.index] = True
+                    if options.logprobs is not None and completion.logprobs:
+                        for token, ranked in zip(
+                            completion.token_ids, completion.logprobs, strict=False
+                        ):
+                            logprob_sums[completion.index] += ranked[token].logprob
+                            counts[completion.index] += 1
                 if output.finished:
                     break
         except asyncio.CancelledError:
@@ -443,4 +457,9 @@ class VllmEngine:
             completion_tokens=tokens,
             adapter=adapter.path if adapter else None,
             truncated=tuple(cut),
+            mean_logprobs=tuple(
+                s / c if c else float("-inf") for s, c in zip(logprob_sums, counts, strict=True)
+            )
+            if options.logprobs is not None
+            else (),
         )

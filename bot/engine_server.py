@@ -52,7 +52,13 @@ import aiohttp
 
 from bot.engine import Adapter, Generation, SamplingOptions, VllmEngine, _adapter_dir, resolve_model
 from bot.errors import EngineError, ModelError
-from bot.server_wire import adapter_model_name, completion_body, error_text, sse_events
+from bot.server_wire import (
+    StreamedCandidates,
+    adapter_model_name,
+    completion_body,
+    error_text,
+    sse_events,
+)
 from bot.settings import ModelSettings
 
 if TYPE_CHECKING:
@@ -345,9 +351,7 @@ class ServerEngine:
         self, prompt_ids: list[int], options: SamplingOptions, adapter: Adapter | None
     ) -> Generation:
         body = completion_body(adapter.name if adapter else self.model_name, prompt_ids, options)
-        texts = [""] * options.n
-        cut = [False] * options.n
-        tokens = 0
+        got = StreamedCandidates(options.n)
         started = time.perf_counter()
         first_token_s = 0.0
         try:
@@ -365,15 +369,8 @@ class ServerEngine:
                     async for event in sse_events(response):
                         if "error" in event:
                             raise EngineError(f"the vLLM server failed the reply: {event}")
-                        for choice in event.get("choices") or ():
-                            if choice.get("text"):
-                                if not first_token_s:
-                                    first_token_s = time.perf_counter() - started
-                                texts[choice["index"]] += choice["text"]
-                            if choice.get("finish_reason") == "length":
-                                cut[choice["index"]] = True
-                        if event.get("usage"):
-                            tokens = int(event["usage"].get("completion_tokens") or 0)
+                        if got.add(event) and not first_token_s:
+                            first_token_s = time.perf_counter() - started
                 except asyncio.CancelledError:
                     response.close()  # drop the connection: vLLM aborts the request
                     raise
@@ -390,12 +387,13 @@ class ServerEngine:
             ) from None
         total_s = time.perf_counter() - started
         return Generation(
-            texts=texts,
+            texts=got.texts,
             first_token_s=first_token_s or total_s,
             total_s=total_s,
-            completion_tokens=tokens,
+            completion_tokens=got.completion_tokens,
             adapter=adapter.path if adapter else None,
-            truncated=tuple(cut),
+            truncated=tuple(got.truncated),
+            mean_logprobs=got.mean_logprobs() if options.logprobs is not None else (),
         )
 
 

@@ -77,6 +77,7 @@ class ReplyWriter:
             temperature=s.temperature,
             top_p=s.top_p,
             min_p=s.min_p,
+            logprobs=0 if s.chooser == "likelihood" else None,
             seed=seed,
         )
 
@@ -116,17 +117,23 @@ class ReplyWriter:
                 candidates.append(Candidate(final, False, CUT_OFF, score))
                 continue
             candidates.append(Candidate(final, verdict.allowed, verdict.reason, score))
-        return Judged(candidates, self.choose(candidates))
+        return Judged(candidates, self.choose(candidates, generation.mean_logprobs))
 
-    def choose(self, candidates: Sequence[Candidate]) -> Candidate | None:
-        """The allowed candidate to post: the first (a draw from the model itself) or
-        the best by ``bot.scoring`` (which prefers longer, on-topic lines)."""
-        allowed = [c for c in candidates if c.allowed]
+    def choose(
+        self, candidates: Sequence[Candidate], mean_logprobs: Sequence[float] = ()
+    ) -> Candidate | None:
+        """The allowed candidate to post: the first (a draw from the model itself), the
+        best by ``bot.scoring`` (which prefers longer, on-topic lines), or the one the
+        model finds likeliest per token (``mean_logprobs``; the first without them)."""
+        allowed = [i for i, c in enumerate(candidates) if c.allowed]
         if not allowed:
             return None
-        if self.settings.chooser == "score":
-            return max(allowed, key=lambda c: c.score)
-        return allowed[0]
+        chooser = self.settings.chooser
+        if chooser == "score":
+            return candidates[max(allowed, key=lambda i: candidates[i].score)]
+        if chooser == "likelihood" and len(mean_logprobs) == len(candidates):
+            return candidates[max(allowed, key=lambda i: mean_logprobs[i])]
+        return candidates[allowed[0]]
 
 
 __all__ = ["CUT_OFF", "Engine", "Judged", "ReplyWriter"]

@@ -2,7 +2,8 @@
 
 Pure helpers of ``bot.engine_server``: the request body of one reply (every
 ``SamplingOptions`` field, by name), the served name of an adapter directory,
-and reading a server-sent event stream and an error body.
+reading a server-sent event stream and an error body, and putting the ``n``
+streamed candidates together.
 """
 
 from __future__ import annotations
@@ -79,4 +80,54 @@ async def error_text(response: aiohttp.ClientResponse) -> str:
     return str(data)
 
 
-__all__ = ["adapter_model_name", "completion_body", "error_text", "sse_events"]
+@dataclasses.dataclass(slots=True)
+class StreamedCandidates:
+    """The ``n`` candidates of one streamed completion, put together chunk by chunk."""
+
+    n: int
+    texts: list[str] = dataclasses.field(init=False)
+    truncated: list[bool] = dataclasses.field(init=False)
+    completion_tokens: int = 0
+    _logprob_sums: list[float] = dataclasses.field(init=False)
+    _logprob_counts: list[int] = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.texts = [""] * self.n
+        self.truncated = [False] * self.n
+        self._logprob_sums = [0.0] * self.n
+        self._logprob_counts = [0] * self.n
+
+    def add(self, event: dict[str, Any]) -> bool:
+        """Take one SSE event; True if it carried text (the first one times the first token)."""
+        got_text = False
+        for choice in event.get("choices") or ():
+            index = choice["index"]
+            if choice.get("text"):
+                self.texts[index] += choice["text"]
+                got_text = True
+            if choice.get("finish_reason") == "length":
+                self.truncated[index] = True
+            logprobs = choice.get("logprobs") or {}
+            for value in logprobs.get("token_logprobs") or ():
+                if value is not None:
+                    self._logprob_sums[index] += value
+                    self._logprob_counts[index] += 1
+        if event.get("usage"):
+            self.completion_tokens = int(event["usage"].get("completion_tokens") or 0)
+        return got_text
+
+    def mean_logprobs(self) -> tuple[float, ...]:
+        """Per candidate, the mean log-probability of its sampled tokens (-inf: none)."""
+        return tuple(
+            total / count if count else float("-inf")
+            for total, count in zip(self._logprob_sums, self._logprob_counts, strict=True)
+        )
+
+
+__all__ = [
+    "StreamedCandidates",
+    "adapter_model_name",
+    "completion_body",
+    "error_text",
+    "sse_events",
+]

@@ -191,9 +191,10 @@ class ReplySettings(_Group):
     """Nucleus sampling threshold."""
     min_p: float = 0.0
     """Drop tokens less likely than this share of the most likely one (0: off)."""
-    chooser: Literal["first", "score"] = "first"
+    chooser: Literal["first", "score", "likelihood"] = "first"
     """How one allowed candidate is picked: `first` (the first in sampling order, i.e. a
-    draw from the model's own distribution) or `score` (the heuristic of bot/scoring.py)."""
+    draw from the model's own distribution), `score` (the heuristic of bot/scoring.py) or
+    `likelihood` (the highest mean token log-probability under the serving model)."""
     burst_messages: int = 12
     """This many chat messages within burst_window_s count as a burst."""
     burst_window_s: float = 10.0

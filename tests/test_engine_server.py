@@ -78,7 +78,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPro
 
 def _ready(server: ServerProcess) -> None:
     try:
-        server.wait_ready()
+        # 34 s on 2 idle cores; minutes on a loaded one (the bound, not the expectation).
+        server.wait_ready(timeout_s=600)
     except RuntimeError as exc:
         pytest.fail(str(exc))
 
@@ -165,6 +166,12 @@ async def test_replies_with_n_candidates_through_the_server(server_engine: Serve
     assert 0 < gen.completion_tokens <= 4 * 16
     assert gen.adapter is None
     assert len(gen.truncated) == 4 and all(isinstance(t, bool) for t in gen.truncated)
+    assert gen.mean_logprobs == (), "not asked for"
+    scored = await server_engine.generate(
+        _prompt(server_engine),
+        SamplingOptions(n=2, max_tokens=8, temperature=1.0, seed=7, logprobs=0),
+    )
+    assert len(scored.mean_logprobs) == 2 and all(-50 < lp < 0 for lp in scored.mean_logprobs)
     a = await server_engine.generate(_prompt(server_engine), GREEDY)
     b = await server_engine.generate(_prompt(server_engine), GREEDY)
     assert a.texts == b.texts and a.texts[0].strip()

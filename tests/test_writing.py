@@ -228,3 +228,32 @@ async def test_generate_writes_what_the_live_bot_would_post(engine: Any, tmp_pat
         assert line["chosen"] == (allowed[0] if allowed else None)  # the default chooser
     data_metrics = writing_metrics(read_moments(out), [r["target"] for r in rows[:30]], repeats=1)
     assert data_metrics["moments"] == 4
+
+
+def test_choosers_pick_among_allowed_candidates_only() -> None:
+    from bot.events import Candidate
+    from bot.reply import ReplyWriter
+    from bot.settings import ReplySettings
+
+    cands = [
+        Candidate("blocked one", False, "blocked_term", 9.0),
+        Candidate("W", True, "ok", 0.5),
+        Candidate("the goose is a national treasure honestly", True, "ok", 2.0),
+        Candidate("KEKW", True, "ok", 1.0),
+    ]
+    logprobs = [-0.1, -3.0, -2.0, -0.5]
+
+    def pick(chooser: str, lps: list[float] = logprobs) -> str | None:
+        writer = ReplyWriter(ReplySettings(chooser=chooser), None, None, None)  # type: ignore[arg-type]
+        chosen = writer.choose(cands, lps)
+        return chosen.text if chosen else None
+
+    assert pick("first") == "W"  # a draw from the model: its first allowed sample
+    assert pick("score") == "the goose is a national treasure honestly"
+    assert pick("likelihood") == "KEKW"  # the blocked one is likelier, but blocked
+    assert pick("likelihood", []) == "W"  # no log-probabilities: the first allowed
+    writer = ReplyWriter(ReplySettings(), None, None, None)  # type: ignore[arg-type]
+    assert writer.choose(cands[:1]) is None
+    assert writer.sampling(7).logprobs is None
+    likely = ReplyWriter(ReplySettings(chooser="likelihood"), None, None, None)  # type: ignore[arg-type]
+    assert likely.sampling(7).logprobs == 0

@@ -109,6 +109,7 @@ async def write_replies(
             )
         progress.update()
         cut = generation.truncated or (False,) * len(judged.candidates)
+        logprobs = generation.mean_logprobs or (None,) * len(judged.candidates)
         return {
             "id": index,
             "source": anchor.source,
@@ -122,8 +123,9 @@ async def write_replies(
                     "reason": c.reason,
                     "score": round(c.score, 4),
                     "truncated": bool(t),
+                    "logprob": round(lp, 4) if lp is not None else None,
                 }
-                for c, t in zip(judged.candidates, cut, strict=False)
+                for c, t, lp in zip(judged.candidates, cut, logprobs, strict=False)
             ],
             "chosen": judged.chosen.text if judged.chosen else None,
             "real": real,

@@ -65,7 +65,8 @@ def make_responder(
     safety: SafetyFilter | None = None,
     context: Any = None,
 ) -> ChatResponder:
-    settings = ReplySettings()
+    # The chat form: these tests check its quoting (<message>); the log form's is in test_prompt.
+    settings = ReplySettings(prompt_form="chat")
     return ChatResponder(
         settings,
         engine,
@@ -135,7 +136,7 @@ async def test_chat_defers_then_answers_with_filtered_generated_text(
     assert row["chosen"] == content
     assert row["reply_to_user"] == "ann"
     assert row["in_reply_to"] == f"discord:{sent.id}"
-    assert "<message>what game are you playing today?</message>" in row["prompt"]
+    assert "what game are you playing today?" in row["prompt"]  # the served (log) form
     assert len(row["candidates"]) == ReplySettings().candidates
 
     assert fake.identifies == 1 and fake.bad_identifies == 0

@@ -316,8 +316,13 @@ def summary_rows(data: dict[str, Any]) -> list[list[str]]:
     return [
         ["classifier AUC (0.5 = cannot tell)", "–", cell(auc["posted vs real"])],
         [
-            "controls: same-moment real / random training message",
+            "control: another real message of the moment (the floor)",
+            "–",
             cell(auc["control: another real message of the moment"]),
+        ],
+        [
+            "control: a random training message (topic drift alone)",
+            "–",
             cell(auc["control: a random training message"]),
         ],
         [

@@ -40,16 +40,12 @@ from bot.settings import resolve_path
 log = logging.getLogger(__name__)
 
 ID_BASE = "https://id.twitch.tv/"
-BOT_SCOPES: tuple[str, ...] = (
-    "user:read:chat",
-    "user:write:chat",
-    "user:bot",
-    "moderator:read:blocked_terms",
-    "moderation:read",
-)
-"""What the bot account grants: read chat over EventSub, send through Helix, appear as a bot,
-and (used only when it moderates the channel) read the channel's blocked terms and ask AutoMod
-before sending (``bot.twitch.moderation``)."""
+BOT_SCOPES: tuple[str, ...] = ("user:read:chat", "user:write:chat", "user:bot")
+"""What the bot account must grant: read chat over EventSub, send through Helix, appear as a bot."""
+MODERATION_SCOPES: tuple[str, ...] = ("moderator:read:blocked_terms", "moderation:read")
+"""Asked for too, never required: read the channel's blocked terms and ask AutoMod before
+sending, used only when the bot moderates the channel (``bot.twitch.moderation``; without
+them each check is off after one warning)."""
 DEFAULT_TOKEN_FILE = "data/twitch-tokens.json"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
@@ -296,7 +292,7 @@ def grant_instructions(bot_login: str, channel: str = "") -> str:
 
 async def device_code_login(
     client_id: str,
-    scopes: Iterable[str] = BOT_SCOPES,
+    scopes: Iterable[str] = BOT_SCOPES + MODERATION_SCOPES,
     token_file: str | Path | None = None,
     *,
     id_base: str = ID_BASE,

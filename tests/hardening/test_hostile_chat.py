@@ -356,7 +356,8 @@ def independent_problems(text: str, reply_to_user: str | None) -> list[str]:
         problems.append("over 500 characters")
     if any(unicodedata.category(c) in ("Cc", "Cf") and c != "\u200d" for c in text):
         problems.append("control or invisible format character")
-    if re.match(r"\s*[/!.]", plain):
+    # Twitch runs "/word" and ".word", bots "!word"; "...", "!!!" and the "/o/" face run nothing.
+    if re.match(r"\s*(?:[/.](?!o/)[a-z]|!\s*[a-z])", plain, re.IGNORECASE):
         problems.append("starts like a command")
     if _IND_LINK.search(plain):
         problems.append("link")

@@ -1,0 +1,58 @@
+"""Compare choosers offline on one `chatling generate` file (validation only).
+
+Every candidate of a moment is in the file with its verdict, heuristic score and, when
+generated with `CHATLING_REPLY__CHOOSER=likelihood`, its mean log-probability; so the
+posts of other choosers (first allowed, a random allowed one, best score, likeliest) and
+of fewer candidates (the first N) can be re-picked from the same generations and scored
+with the same metrics (`training.writing`), without sampling again.
+
+Run: .venv/bin/python scripts/writing_choosers.py --data DIR --generated FILE.jsonl \
+         [--test-fraction 0.1] --chooser first|random|score|likelihood --candidates N
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import random
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.eval_cli import load_split
+from training.writing import read_moments, summary_rows, writing_metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--generated", type=Path, required=True)
+    parser.add_argument("--test-fraction", type=float, default=0.1)
+    parser.add_argument("--chooser", choices=("first", "random", "score", "likelihood"))
+    parser.add_argument("--candidates", type=int, default=4)
+    args = parser.parse_args()
+    train, _ = load_split(args.data, "time", args.test_fraction)
+    rng = random.Random(0)
+    keys = {"score": lambda c: c["score"], "likelihood": lambda c: c["logprob"]}
+    moments = []
+    for m in read_moments(args.generated):
+        candidates = m.candidates[: args.candidates]
+        allowed = [c for c in candidates if c["allowed"]]
+        pick = None
+        if allowed and args.chooser == "first":
+            pick = allowed[0]
+        elif allowed and args.chooser == "random":
+            pick = rng.choice(allowed)
+        elif allowed:
+            pick = max(allowed, key=keys[args.chooser])
+        chosen = pick["text"] if pick else None
+        moments.append(dataclasses.replace(m, candidates=candidates, chosen=chosen))
+    data = writing_metrics(moments, [p.target for p in train], seed=0)
+    print(f"{args.chooser}, {args.candidates} candidates, {len(moments)} moments")
+    for row in summary_rows(data):
+        print(" | ".join(row))
+
+
+if __name__ == "__main__":
+    main()

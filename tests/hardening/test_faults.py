@@ -220,7 +220,10 @@ def _fill(directory: Path) -> Path:
 async def _chat_feed(pipeline: Pipeline, clock: StreamClock, fed: list[ChatMessage]) -> None:
     """20 chat messages a second, one in five addressed to the bot."""
     for i in itertools.count():
-        text = f"chatling what do you think of level {i}?" if i % 5 == 0 else f"gg round {i}"
+        # Long lines: the store must run into the full disk soon (SQLite reuses its WAL's
+        # space after a checkpoint, so short lines can take long to need a new page).
+        pad = " gg" * 60
+        text = f"chatling what do you think of level {i}?" if i % 5 == 0 else f"gg round {i}{pad}"
         message = ChatMessage(clock.now(), f"viewer{i % 37}", text, message_id=f"disk-{i}")
         fed.append(message)
         await pipeline.inbox.put(message)
@@ -279,7 +282,7 @@ async def test_disk_full_stops_posting_and_recovers(
                 await _wait_for(lambda: len(sink.sent) >= pick(1, 3), "replies before", 120)
                 filler = _fill(mount)
                 full_at = time.time()
-                await _wait_for(lambda: not store.healthy, "the store to fail", 10)
+                await _wait_for(lambda: not store.healthy, "the store to fail", 60)
                 await asyncio.sleep(phase_s)
                 attempts_while_full = pipeline.stats.store_unhealthy
                 pending_while_full = store.pending

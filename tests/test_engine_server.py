@@ -59,7 +59,7 @@ def _train_cpu_tiny_adapter(root: Path) -> Path:
     return train(TrainRequest(data=data, out=root / "adapter", preset=preset)).adapter_dir
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # gone after this file: 4 GiB the later tests need
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Path]]:
     """The real server (started once) and a trained ``cpu-tiny`` adapter."""
     require_models()
@@ -92,7 +92,7 @@ def _settings(server: ServerProcess, **overrides: Any) -> ModelSettings:
     return ModelSettings(**{**values, **overrides})
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture(scope="module")
 async def server_engine(served: tuple[ServerProcess, Path]) -> AsyncIterator[ServerEngine]:
     async with ServerEngine.start(_settings(served[0]), backoff=FAST_BACKOFF) as engine:
         yield engine

@@ -250,7 +250,7 @@ async def test_disk_full_stops_posting_and_recovers(
     # filler is gone: the disk fills because of something else, then space returns.
     _mount_tmpfs(mount, "16m")
     db_path = mount / "chatling.sqlite"
-    phase_s = pick(5.0, 20.0)
+    phase_s = pick(10.0, 20.0)  # long enough for a reply to finish on a busy 2-core box
     try:
         settings = Settings(_env_file=None)  # type: ignore[call-arg]
         for key, value in dict(

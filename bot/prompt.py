@@ -133,15 +133,7 @@ class PromptBuilder:
         """The prompt for a reply at ``snapshot.now``, answering ``target`` if given."""
         if self._settings.prompt_form == "log":
             return self._build_log(snapshot, target)
-        trimmed = trim_to_budget(
-            snapshot,
-            self._count_tokens,
-            self._settings.prompt_token_budget,
-            render_line=_render_quoted,
-            keep=target,
-        )
-        spoken = [_render_quoted(u) for u in trimmed.utterances]
-        said = [_render_quoted(m) for m in trimmed.chat]
+        trimmed, spoken, said = self._lines(snapshot, target)
         addressed = ""
         if target is not None:
             addressed = self._addressed.format(
@@ -156,11 +148,7 @@ class PromptBuilder:
             )
 
         system = self._persona.format(bot_name=self._settings.bot_name)
-        grid = self._settings.prompt_length_grid
-        if grid > 1:  # the transcript's oldest lines first, then chat's; never the newest
-            spoken = self._on_grid(spoken, lambda lines: render(lines, said), grid)
-            said = self._on_grid(said, lambda lines: render(spoken, lines), grid)
-        user = render(spoken, said)
+        user = self._fit(render, spoken, said)
         return PromptParts(system=system, user=user, snapshot=trimmed)
 
     def _build_log(self, snapshot: ContextSnapshot, target: ChatMessage | None) -> PromptParts:
@@ -169,15 +157,7 @@ class PromptBuilder:
         if target is not None and target not in snapshot.chat:
             # A direct question from outside the chat (Discord /chat): its newest line.
             snapshot = ContextSnapshot(snapshot.now, snapshot.utterances, (*snapshot.chat, target))
-        trimmed = trim_to_budget(
-            snapshot,
-            self._count_tokens,
-            self._settings.prompt_token_budget,
-            render_line=_render_quoted,
-            keep=target,
-        )
-        spoken = [_render_quoted(u) for u in trimmed.utterances]
-        said = [_render_quoted(m) for m in trimmed.chat]
+        trimmed, spoken, said = self._lines(snapshot, target)
 
         def render(spoken: list[str], said: list[str]) -> str:
             return self._log_template.format(
@@ -186,11 +166,37 @@ class PromptBuilder:
                 chat="\n".join(said),
             )
 
+        return PromptParts(
+            system="", user=self._fit(render, spoken, said), snapshot=trimmed, form="log"
+        )
+
+    def _lines(
+        self, snapshot: ContextSnapshot, target: ChatMessage | None
+    ) -> tuple[ContextSnapshot, list[str], list[str]]:
+        """The snapshot trimmed to the token budget, and its speech and chat lines."""
+        trimmed = trim_to_budget(
+            snapshot,
+            self._count_tokens,
+            self._settings.prompt_token_budget,
+            render_line=_render_quoted,
+            keep=target,
+        )
+        return (
+            trimmed,
+            [_render_quoted(u) for u in trimmed.utterances],
+            [_render_quoted(m) for m in trimmed.chat],
+        )
+
+    def _fit(
+        self, render: Callable[[list[str], list[str]], str], spoken: list[str], said: list[str]
+    ) -> str:
+        """``render(spoken, said)`` with its length on the grid: the transcript's oldest
+        lines are cut first, then chat's; never the newest."""
         grid = self._settings.prompt_length_grid
         if grid > 1:
             spoken = self._on_grid(spoken, lambda lines: render(lines, said), grid)
             said = self._on_grid(said, lambda lines: render(spoken, lines), grid)
-        return PromptParts(system="", user=render(spoken, said), snapshot=trimmed, form="log")
+        return render(spoken, said)
 
     def _on_grid(
         self, lines: list[str], render: Callable[[list[str]], str], grid: int

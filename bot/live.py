@@ -38,6 +38,7 @@ from bot.nightly_schedule import NightlyScheduler
 from bot.pipeline import EndOfStream, Pipeline, PipelineParts, PipelineStats
 from bot.prompt import PromptBuilder
 from bot.settings import Settings, resolve_path
+from bot.shutdown_watch import ShutdownWatch
 from bot.store import Store
 from bot.web import bot_handle, web_server
 
@@ -104,10 +105,13 @@ async def run_live(
     env_file: str | None = ".env",
     schedule_trigger: Any = None,
     adapter_poll_s: float = 2.0,
+    shutdown_report_s: float = 45.0,
 ) -> LiveResult:
     """Run the bot live until a signal (or ``run_for_s``) stops it.
 
     ``schedule_trigger`` replaces the cron trigger of the nightly retrain (tests).
+    A stop that takes longer than ``shutdown_report_s`` logs what it waits for;
+    a second signal stops without the reply in flight (``bot.shutdown_watch``).
     """
     use_twitch = twitch_configured(settings)
     use_discord = bool(settings.discord.token.get_secret_value())
@@ -250,20 +254,31 @@ async def run_live(
             watching = tg.create_task(watcher.run(), name="adapter-watch")
             running = tg.create_task(pipeline.run(), name="reply-loop")
 
+            watch = ShutdownWatch(hurry=running.cancel, grace_s=shutdown_report_s)
+
             def stop() -> None:
-                log.info("stopping: closing sources, finishing the reply in flight, flushing")
-                feeding.cancel()
+                if not watch.requested:
+                    log.info("stopping: closing sources, finishing the reply in flight, flushing")
+                    feeding.cancel()
+                watch.request()
 
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop)
             try:
                 await running
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not (watch.requested and current is not None and current.cancelling() == 0):
+                    raise
+                # Hurried by a second signal; the task group must not see the cancel.
+                feeding.cancel()
             finally:
                 status.cancel()
                 watching.cancel()
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
         await store.end_stream(stream_id)
+        watch.close()
         if use_audio:
             sources.append("audio")
         if use_discord:

@@ -110,7 +110,11 @@ async def test_chatling_run_live_then_sigterm(tmp_path) -> None:
             # Keep it running for a minute in all, as a streamer would.
             await asyncio.sleep(max(0.0, 60 - (time.monotonic() - started)))
             proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=120)
+            try:
+                await asyncio.to_thread(proc.wait, 120)
+            except subprocess.TimeoutExpired:
+                # The bot logs what it still waits for after 45 s (bot.shutdown_watch).
+                pytest.fail(f"chatling run did not stop within 120 s:\n{log.read_text()[-8000:]}")
         finally:
             if proc.poll() is None:
                 _kill_group(proc)

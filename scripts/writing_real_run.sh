@@ -7,16 +7,31 @@
 # data/runs/dougdoug-pairs and data/runs/default-pairs (the packaged default's data: the MIT
 # Northernlion log's first 80% and the project's own demo chat; README "The default adapter").
 # What it writes is then scored on a CPU with `chatling generate` + `chatling eval --generated`.
+#
+# On the lent GPU (tried 2026-12-06; the device image has torch, transformers, peft, accelerate,
+# pyarrow, numpy, tqdm, psutil, yaml but not pydantic, pydantic-settings, trl or datasets):
+#   call 1, carry wheels/small wheels/pyd wheels/g1 wheels/snap (trl datasets dill multiprocess
+#     xxhash fsspec pydantic-settings python-dotenv aiosqlite rich gguf; pydantic pydantic-core
+#     typing-inspection annotated-types typing-extensions; the GGUF's first half; the old
+#     bot/safety.py, whose imports the image has): pip install --target /tmp/site, copy to /tmp.
+#   call 2 at once (the machine stays warm 30 s), carry the GGUF's second half and data/runs/*:
+#     join it, `provision_llm(Path('/tmp/w/base'), gguf_dir=...)`, then start this script with
+#     setsid in the background and wait on its pid (not `pgrep -f`, which matches the call's own
+#     command line) and tar the finished adapters into $OUT (about 10 MB each; 6 a call).
+#   `python` must be a wrapper script that execs python3 (a symlink to it loses the image's
+#   site-packages).
 set -euo pipefail
 BASE=${1:-data/models/smollm2-135m-instruct}
 OUT=${2:-data/runs/writing-real-run}
 mkdir -p "$OUT"
 sft() {  # data out lr epochs [form]
+  [ -f "$2/adapter_config.json" ] && return 0  # done on an earlier call
   CHATLING_REPLY__PROMPT_FORM=${5:-log} python -m training.train_cli --data "$1" --out "$2" \
     --preset gpu-24gb --base "$BASE" --split none --batch-size 8 --grad-accum 1 --lr "$3" \
     --epochs "$4" --save-steps 100000
 }
 contrast() {  # sft_adapter data out [form]
+  [ -f "$3/adapter_config.json" ] && return 0
   CHATLING_REPLY__PROMPT_FORM=${4:-log} python -m bot.cli contrast --adapter "$1" --data "$2" \
     --out "$3" --split none --preset gpu-24gb --grad-accum 1 --epochs 1 --lr 1e-4 --beta 0.1 \
     --negatives 3 --batch-size 64
@@ -29,8 +44,9 @@ contrast "$OUT/val-sft-a" data/runs/dougdoug-val "$OUT/val-contrast-a"
 sft data/runs/dougdoug-train "$OUT/final-sft-a" 1e-4 1
 sft data/runs/dougdoug-train "$OUT/final-sft-b" 2e-4 2
 contrast "$OUT/final-sft-a" data/runs/dougdoug-train "$OUT/final-contrast-a"
+# The packaged default: no DougDoug data.
+sft data/runs/default-pairs "$OUT/default-a" 2e-4 2
 # v4's recipe (chat form, SFT a + contrast c5) for the paired ranking comparison.
 sft data/runs/dougdoug-train "$OUT/v4-sft" 1e-4 1 chat
 contrast "$OUT/v4-sft" data/runs/dougdoug-train "$OUT/v4-contrast" chat
-# The packaged default: no DougDoug data.
-sft data/runs/default-pairs "$OUT/default-a" 2e-4 2
+

@@ -28,10 +28,18 @@ _MARKUP = re.compile(r"<\|[^|>]{0,40}\|>|</?\s*(?:transcript|chat|message|system
 _WHITESPACE = re.compile(r"\s+")
 
 
-def quote_as_data(text: str, limit: int = 300) -> str:
-    """One line of viewer text, safe to place inside the prompt's quoting tags."""
+def quote_as_data(text: str, limit: int = 300, *, tags: bool = True) -> str:
+    """One line of viewer text, safe to place in the prompt.
+
+    Chat templates' markers and our quoting tags always go. ``tags`` (the
+    ``chat`` form, whose lines sit inside ``<chat>`` tags) also turns every
+    other ``<``/``>`` into ``‹``/``›``; the ``log`` form has no tags to close,
+    so chat's own ``<3`` and ``>:(`` stay as chat wrote them (the model copies
+    what it sees, and ``‹3`` is nobody's emote).
+    """
     text = _MARKUP.sub(" ", text)
-    text = text.replace("<", "‹").replace(">", "›")
+    if tags:
+        text = text.replace("<", "‹").replace(">", "›")
     return _WHITESPACE.sub(" ", text).strip()[:limit]
 
 
@@ -39,6 +47,12 @@ def _render_quoted(item: Utterance | ChatMessage) -> str:
     if isinstance(item, Utterance):
         return quote_as_data(item.text, limit=1000)
     return f"{item.display_name or item.user}: {quote_as_data(item.text)}"
+
+
+def _render_log_line(item: Utterance | ChatMessage) -> str:
+    if isinstance(item, Utterance):
+        return quote_as_data(item.text, limit=1000, tags=False)
+    return f"{item.display_name or item.user}: {quote_as_data(item.text, tags=False)}"
 
 
 def _read_template(path: str) -> str:
@@ -174,17 +188,18 @@ class PromptBuilder:
         self, snapshot: ContextSnapshot, target: ChatMessage | None
     ) -> tuple[ContextSnapshot, list[str], list[str]]:
         """The snapshot trimmed to the token budget, and its speech and chat lines."""
+        render_line = _render_log_line if self._settings.prompt_form == "log" else _render_quoted
         trimmed = trim_to_budget(
             snapshot,
             self._count_tokens,
             self._settings.prompt_token_budget,
-            render_line=_render_quoted,
+            render_line=render_line,
             keep=target,
         )
         return (
             trimmed,
-            [_render_quoted(u) for u in trimmed.utterances],
-            [_render_quoted(m) for m in trimmed.chat],
+            [render_line(u) for u in trimmed.utterances],
+            [render_line(m) for m in trimmed.chat],
         )
 
     def _fit(

@@ -171,7 +171,12 @@ class EchoEngine:
     adapter = None
 
     def __init__(self, attacks: Sequence[Attack]) -> None:
-        self._payloads = {quote_as_data(a.chat_text): a.payload for a in attacks}
+        # As each prompt form quotes the line (the chat form also turns < > into ‹ ›).
+        self._payloads = {
+            quoted: a.payload
+            for a in attacks
+            for quoted in (quote_as_data(a.chat_text), quote_as_data(a.chat_text, tags=False))
+        }
         self._prompts: list[str] = []
 
     def count_tokens(self, text: str) -> int:

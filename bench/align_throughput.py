@@ -32,7 +32,7 @@ from bench._common import ROOT, PeakMemory, now, print_table, write_result
 from bot.chatlog import read_chat_log
 from bot.events import ChatMessage
 from bot.settings import Settings
-from scripts.dougdoug_corpus import DEFAULT_DIR, load_corpus
+from devtools.dougdoug_corpus import DEFAULT_DIR, load_corpus
 from training.align import AlignOptions, Segment, align, align_naive
 from training.dataset import SourceInfo, write_source
 from training.filters import FilterOptions, Removed, reason, select

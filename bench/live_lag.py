@@ -1,7 +1,7 @@
 """Live mode under a chat flood: end of a spoken sentence -> the bot's reply reaching Twitch.
 
 Everything real, on 127.0.0.1: ``chatling run`` as a subprocess (its own vLLM
-engine and Whisper) against the fake Twitch (tests/fakes/twitch_server.py),
+engine and Whisper) against the fake Twitch (devtools/fakes/twitch_server.py),
 with stream audio from real speech clips (jfk.flac and the LJSpeech clips of
 /work/shared/data/speech, as 16 kHz WAV) played one after another, with gaps
 of ``--gap`` seconds, into the null sink of a private PulseAudio daemon. The
@@ -65,8 +65,8 @@ from bench._common import ROOT, percentile, print_table, write_result
 from bot.audio import load_audio
 from bot.errors import ChatlingError
 from bot.prompt import quote_as_data
-from bot.pulse import PulseServer, play, pulse_missing, write_wav
-from tests.fakes.twitch_server import FakeTwitch
+from devtools.fakes.twitch_server import FakeTwitch
+from devtools.pulse import PulseServer, play, pulse_missing, write_wav
 
 log = logging.getLogger("bench.live_lag")
 

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import ROOT, print_table, write_result
 from bot.chatlog import read_chat_log
 from bot.events import ChatMessage
-from scripts.dougdoug_corpus import DEFAULT_DIR, load_corpus
+from devtools.dougdoug_corpus import DEFAULT_DIR, load_corpus
 from training.align import Segment, spread_words
 
 STOP = frozenset(

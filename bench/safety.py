@@ -68,7 +68,7 @@ def real_chat() -> dict[str, list[str]]:
         logs["northernlion"] = [m.text for m in read_chat_log(nl)]
     doug = SHARED / "dougdoug-takeover-europe" / "chat_frames.jsonl"
     if doug.exists():
-        from scripts.dougdoug_corpus import read_chat
+        from devtools.dougdoug_corpus import read_chat
 
         logs["dougdoug"] = [m.text for m in read_chat(doug)[0]]
     return logs

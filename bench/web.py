@@ -2,7 +2,7 @@
 
 One process runs the live bot (``bot.live.run_live``, its own vLLM engine,
 web enabled on 127.0.0.1, audio off) against the fake Twitch
-(tests/fakes/twitch_server.py, in its own thread), which floods chat at
+(devtools/fakes/twitch_server.py, in its own thread), which floods chat at
 ``--rate`` messages a second for the whole run; the policy replies whenever
 idle (no cooldown or quiet interval, limits far above the traffic), so the
 engine is never idle. The run alternates phases of ``--phase-s`` seconds:
@@ -53,7 +53,7 @@ from bot.errors import ChatlingError
 from bot.events import Reply
 from bot.settings import load_settings
 from bot.web import load_or_create_token, token_path
-from tests.fakes.twitch_server import FakeTwitch
+from devtools.fakes.twitch_server import FakeTwitch
 
 log = logging.getLogger("bench.web")
 

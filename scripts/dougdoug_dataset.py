@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.dougdoug_corpus import DEFAULT_DIR, load_corpus
+from devtools.dougdoug_corpus import DEFAULT_DIR, load_corpus
 from training.dataset import SourceInfo, write_source
 from training.filters import make_pairs
 

@@ -147,7 +147,7 @@ def test_segment_json_round_trip() -> None:
 
 def test_dougdoug_reader_dedups_and_interpolates_times() -> None:
     corpus_dir = require_shared(SHARED / "data" / "dougdoug-takeover-europe")
-    from scripts.dougdoug_corpus import load_corpus, read_chat
+    from devtools.dougdoug_corpus import load_corpus, read_chat
 
     corpus = load_corpus(corpus_dir)
     assert corpus.frames > 600 and len(corpus.segments) > 300

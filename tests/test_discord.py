@@ -1,6 +1,6 @@
 """Discord ``/chat``: the real discord.py client against a fake Discord on 127.0.0.1.
 
-The fake (``tests/fakes/discord_server.py``) serves Discord's REST API and
+The fake (``devtools/fakes/discord_server.py``) serves Discord's REST API and
 gateway; discord.py is pointed at it through ``Route.BASE`` and
 ``DiscordWebSocket.DEFAULT_GATEWAY`` and is otherwise unmodified. Answers
 come from the real vLLM engine (the session fixture ``engine``), the real
@@ -38,7 +38,7 @@ from bot.responder import FALLBACK_TEXT, Answer, ChatResponder
 from bot.safety import SafetyFilter
 from bot.settings import DiscordSettings, ReplySettings
 from bot.store import Store
-from tests.fakes.discord_server import EPHEMERAL, MANAGE_MESSAGES, FakeDiscord, Request
+from devtools.fakes.discord_server import EPHEMERAL, MANAGE_MESSAGES, FakeDiscord, Request
 
 GUILD = 777_000_111
 pytestmark = pytest.mark.engine

@@ -1,6 +1,6 @@
 """``chatling run`` as a streamer runs it: a real process, live for a minute, then SIGTERM.
 
-Twitch is the fake on 127.0.0.1 (tests/fakes/twitch_server.py) reached through the
+Twitch is the fake on 127.0.0.1 (devtools/fakes/twitch_server.py) reached through the
 ``CHATLING_TWITCH__*_URL`` settings; stream audio is real speech played into the
 null sink of a private PulseAudio daemon and recorded through soundcard. The
 process starts its own vLLM engine and Whisper, so this is the slowest test.
@@ -19,10 +19,10 @@ import time
 
 import pytest
 
-from bot.pulse import PulseServer, play, pulse_missing
 from bot.settings import PROJECT_ROOT
+from devtools.fakes.twitch_server import FakeTwitch
+from devtools.pulse import PulseServer, play, pulse_missing
 from tests.conftest import SPEECH, require_shared
-from tests.fakes.twitch_server import FakeTwitch
 
 pytestmark = [pytest.mark.slow]
 

@@ -1,7 +1,7 @@
 """Loopback capture end to end: a real PulseAudio daemon, soundcard and faster-whisper.
 
 Each test plays real speech (``../shared/data/speech``) with ``paplay`` into
-the null sink of a private PulseAudio daemon (``bot.pulse.PulseServer``) and
+the null sink of a private PulseAudio daemon (``devtools.pulse.PulseServer``) and
 checks what ``capture_loopback`` puts on the inbox: the words (word error rate
 under 15%) and their stream times; that capture survives the daemon being
 stopped and restarted and the sink going silent (suspended), warning once per
@@ -30,7 +30,6 @@ import pytest
 
 from bot.clock import StreamClock
 from bot.events import Utterance
-from bot.pulse import PulseServer, play, pulse_missing
 from bot.sources.loopback import (
     CaptureOptions,
     CaptureStats,
@@ -42,6 +41,7 @@ from bot.sources.loopback import (
     reopen_delay,
 )
 from bot.transcribe import StreamingTranscriber, TranscriberOptions
+from devtools.pulse import PulseServer, play, pulse_missing
 from tests.conftest import SPEECH, require_shared
 from tests.test_transcribe import normalise, word_error_rate
 

@@ -246,7 +246,7 @@ async def test_scheduled_retrain_inside_chatling_run_keeps_chatting(
     from apscheduler.triggers.date import DateTrigger
 
     from bot.live import run_live
-    from tests.fakes.twitch_server import FakeTwitch
+    from devtools.fakes.twitch_server import FakeTwitch
 
     db = tmp_path / "live.sqlite"
     await write_demo_log(db)

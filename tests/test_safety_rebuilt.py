@@ -170,7 +170,7 @@ def _real_chat() -> dict[str, list[str]]:
     if nl.exists():
         logs["northernlion"] = [m.text for m in read_chat_log(nl)]
     if doug.exists():
-        from scripts.dougdoug_corpus import read_chat
+        from devtools.dougdoug_corpus import read_chat
 
         logs["dougdoug"] = [m.text for m in read_chat(doug)[0]]
     return logs

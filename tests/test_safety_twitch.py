@@ -1,4 +1,4 @@
-"""Twitch's own checks against the fake Twitch (tests/fakes/twitch_server.py): the
+"""Twitch's own checks against the fake Twitch (devtools/fakes/twitch_server.py): the
 channel's blocked terms merged into the safety filter at start and refreshed, AutoMod
 asked before each send when the bot is a moderator, a missing permission one log line.
 
@@ -21,7 +21,7 @@ from bot.events import ChatMessage
 from bot.safety import SafetyFilter
 from bot.settings import TwitchSettings
 from bot.twitch.client import TwitchChat
-from tests.fakes.twitch_server import FakeTwitch
+from devtools.fakes.twitch_server import FakeTwitch
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Tests of live Twitch (bot/twitch/): the real twitchio 3.3.2 client against a fake Twitch.
 
-The fake (tests/fakes/twitch_server.py) serves Helix, id.twitch.tv and the
+The fake (devtools/fakes/twitch_server.py) serves Helix, id.twitch.tv and the
 EventSub websocket on 127.0.0.1 from its own thread; twitchio's three base
 URLs are pointed at it, so nothing here touches the network. The moderator
 command tests use ``RecordingControl`` in place of the pipeline: the
@@ -30,7 +30,7 @@ from bot.twitch import auth
 from bot.twitch.client import TwitchChat
 from bot.twitch.commands import Command, MarkCommands, parse_command
 from bot.twitch.sink import SendGate, rate_limit_reset
-from tests.fakes.twitch_server import FakeTwitch
+from devtools.fakes.twitch_server import FakeTwitch
 
 
 @pytest.fixture

@@ -611,7 +611,7 @@ def _ordinary_chat() -> dict[str, list[str]]:
     if doug.exists():
         # Not a chat-tool format (chat read off video frames): the project's own corpus
         # reader takes it, since bot.chatlog rightly refuses it.
-        from scripts.dougdoug_corpus import read_chat
+        from devtools.dougdoug_corpus import read_chat
 
         logs["dougdoug"] = [m.text for m in read_chat(doug)[0]]
     return logs

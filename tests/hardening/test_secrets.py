@@ -309,7 +309,7 @@ async def test_bad_twitch_url_fails_without_leaking(
 async def test_refused_tokens_fail_without_leaking(
     tmp_path: Path, restore_twitchio: None, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.fakes.twitch_server import FakeTwitch
+    from devtools.fakes.twitch_server import FakeTwitch
 
     with FakeTwitch() as fake:  # knows none of the planted tokens: validate 401, refresh 400
         text = await _fail_logged(

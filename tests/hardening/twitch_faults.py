@@ -1,4 +1,4 @@
-"""The fake Twitch of tests/fakes/twitch_server.py with faults that can be switched on.
+"""The fake Twitch of devtools/fakes/twitch_server.py with faults that can be switched on.
 
 ``FaultyTwitch`` adds, without changing the fake's normal answers:
 
@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.twitch_server import FakeTwitch
+from devtools.fakes.twitch_server import FakeTwitch
 
 
 class FaultyTwitch(FakeTwitch):

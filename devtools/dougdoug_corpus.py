@@ -17,7 +17,7 @@ is read in place and never copied into this repository.
 - ``transcript.jsonl``: ASR segments ``{start, end, text_normalized, words}``
   (``words`` is empty in this export).
 
-Run ``.venv/bin/python scripts/dougdoug_corpus.py [DIR]`` for a summary.
+Run ``.venv/bin/python devtools/dougdoug_corpus.py [DIR]`` for a summary.
 """
 
 from __future__ import annotations

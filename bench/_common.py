@@ -142,25 +142,3 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]
 
 def now() -> float:
     return time.perf_counter()
-
-
-async def write_demo_log(db: Path) -> int:
-    """The demo stream as the bot would have logged it: script lines as utterances, its chat.
-
-    Used by bench/nightly.py and tests/test_nightly.py as "the logs since the last run".
-    """
-    from bot.chatlog import read_chat_log
-    from bot.events import Utterance
-    from bot.store import Store
-
-    demo = ROOT / "data" / "demo"
-    script = json.loads((demo / "script.json").read_text())
-    async with Store.open(db) as store:
-        stream = await store.start_stream("demo", "replay", "demo", "smollm2", None)
-        for line in script:
-            end = line["start"] + len(line["text"].split()) / 2.5
-            store.add_utterance(stream, Utterance(line["start"], end, line["text"]))
-        for message in read_chat_log(demo / "chat.json"):
-            store.add_chat(stream, message)
-        await store.end_stream(stream)
-    return stream

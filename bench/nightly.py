@@ -28,8 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import demo_prompts, percentile, print_table, write_demo_log, write_result
+from bench._common import demo_prompts, percentile, print_table, write_result
 from bot.settings import PROJECT_ROOT, load_settings
+from devtools.demo_log import write_demo_log
 
 DOUGDOUG = PROJECT_ROOT / "data" / "runs" / "dougdoug-pairs"
 

@@ -33,7 +33,7 @@ def _lint(*args: str) -> subprocess.CompletedProcess[str]:
 def test_import_contracts_hold() -> None:
     result = _lint()
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert "2 kept, 0 broken" in result.stdout
+    assert " kept, 0 broken" in result.stdout
 
 
 def test_a_function_level_import_that_breaks_a_contract_is_caught(tmp_path) -> None:

@@ -24,7 +24,6 @@ from typing import Any
 import psutil
 import pytest
 
-from bench._common import write_demo_log
 from bot.adapter_watch import AdapterWatcher
 from bot.adapters import AdapterRegistry
 from bot.prompt import PromptBuilder
@@ -32,6 +31,7 @@ from bot.responder import ChatResponder
 from bot.safety import SafetyFilter
 from bot.settings import Settings, load_settings
 from bot.store import Store
+from devtools.demo_log import write_demo_log
 from training.gate import GateOptions, decide
 from training.nightly import NightlyConfig, run_nightly, score_adapter
 

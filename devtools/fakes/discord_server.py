@@ -32,18 +32,19 @@ Usage::
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import datetime as dt
 import itertools
 import json
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from devtools.fakes.threaded import ThreadedServer
 
 API = "/api/v10"
 DISCORD_EPOCH_MS = 1_420_070_400_000
@@ -110,10 +111,13 @@ class SentInteraction:
     messages: list[dict[str, Any]] = field(default_factory=list)
 
 
-class FakeDiscord:
+class FakeDiscord(ThreadedServer):
     """See the module docstring."""
 
+    thread_name = "fake-discord"
+
     def __init__(self, *, token: str | None = None, heartbeat_interval_ms: int = 41_250) -> None:
+        super().__init__()
         self.token = token or f"fake.{secrets.token_urlsafe(24)}"
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self._ids = itertools.count(1)
@@ -147,10 +151,6 @@ class FakeDiscord:
         self._waiters: list[tuple[Callable[[Request], bool], asyncio.Future[Request]]] = []
         self._identify_waiters: list[asyncio.Future[None]] = []
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     def snowflake(self) -> int:
         """A fresh, increasing Discord id."""
@@ -158,33 +158,8 @@ class FakeDiscord:
 
     # -- lifetime ---------------------------------------------------------------------
 
-    def __enter__(self) -> FakeDiscord:
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-
-        def run() -> None:
-            assert self._loop is not None
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(self._start())
-            ready.set()
-            self._loop.run_forever()
-            self._loop.run_until_complete(self._stop())
-            self._loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-discord")
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the fake Discord server did not start")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._loop is not None and self._thread is not None
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    async def _start(self) -> None:
-        app = web.Application()
-        r = app.router
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        r = router
         r.add_get(f"{API}/users/@me", self._login)
         r.add_get(f"{API}/oauth2/applications/@me", self._app_info)
         r.add_get(f"{API}/gateway", self._gateway_url)
@@ -196,17 +171,10 @@ class FakeDiscord:
         r.add_route("*", f"{API}/webhooks/{{app}}/{{token}}/messages/{{mid}}", self._original)
         r.add_route("*", f"{API}/{{tail:.*}}", self._unknown)
         r.add_get("/ws", self._websocket)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
-    async def _stop(self) -> None:
+    async def close_connections(self) -> None:
         for ws in list(self._sockets):
             await ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     # -- URLs and wiring --------------------------------------------------------------
 
@@ -228,12 +196,6 @@ class FakeDiscord:
         monkeypatch.setattr(
             discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(self.gateway_url)
         )
-
-    def _run(self, fn: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
-        """Run ``fn()`` on the fake's loop; await the result from the test's loop."""
-        assert self._loop is not None
-        future: concurrent.futures.Future[Any] = asyncio.run_coroutine_threadsafe(fn(), self._loop)
-        return asyncio.wrap_future(future)
 
     # -- waiting (from the test's loop) -------------------------------------------------
 
@@ -372,7 +334,7 @@ class FakeDiscord:
             await self._dispatch("INTERACTION_CREATE", payload)
             return sent
 
-        return await self._run(go)
+        return await self.run(go)
 
     async def create_guild(
         self, guild_id: int, *, owner_id: int, roles: dict[int, int] | None = None
@@ -399,7 +361,7 @@ class FakeDiscord:
             "stickers": [],
             "unavailable": False,
         }
-        await self._run(lambda: self._dispatch("GUILD_CREATE", data))
+        await self.run(lambda: self._dispatch("GUILD_CREATE", data))
 
     async def add_reaction(
         self,
@@ -444,7 +406,7 @@ class FakeDiscord:
                 "pending": False,
                 "nick": None,
             }
-        await self._run(lambda: self._dispatch("MESSAGE_REACTION_ADD", data))
+        await self.run(lambda: self._dispatch("MESSAGE_REACTION_ADD", data))
 
     async def _dispatch(self, event: str, data: dict[str, Any]) -> None:
         ws = self._identified

@@ -25,19 +25,19 @@ No access log is written (it would print query strings).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import datetime as dt
 import itertools
 import json
 import secrets
-import threading
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from devtools.fakes.threaded import ThreadedServer
 
 
 def _now() -> str:
@@ -76,8 +76,10 @@ class ChatPost:
     token: str
 
 
-class FakeTwitch:
+class FakeTwitch(ThreadedServer):
     """See the module docstring."""
+
+    thread_name = "fake-twitch"
 
     def __init__(
         self,
@@ -88,6 +90,7 @@ class FakeTwitch:
         keepalive_every_s: float = 1.0,
         device_pending_polls: int = 2,
     ) -> None:
+        super().__init__()
         self.client_id = client_id
         self.bot = bot or FakeUser("1001", "chatling_bot", "Chatling_Bot")
         self.broadcaster = broadcaster or FakeUser("2002", "streamer", "Streamer")
@@ -122,60 +125,24 @@ class FakeTwitch:
         self.moderation_requests: list[tuple[str, dict[str, str], Any]] = []
         """(path, query, json body) of every moderation request."""
         self._ids = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     # -- lifetime -----------------------------------------------------------------------
 
-    def __enter__(self) -> FakeTwitch:
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/oauth2/validate", self._validate)
+        router.add_post("/oauth2/token", self._token)
+        router.add_post("/oauth2/device", self._device)
+        router.add_get("/helix/users", self._users)
+        router.add_post("/helix/eventsub/subscriptions", self._subscribe)
+        router.add_post("/helix/chat/messages", self._chat_message)
+        router.add_get("/ws", self._websocket)
+        router.add_get("/helix/moderation/blocked_terms", self._blocked_terms_get)
+        router.add_post("/helix/moderation/enforcements/status", self._automod_status)
 
-        def run() -> None:
-            assert self._loop is not None
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(self._start())
-            ready.set()
-            self._loop.run_forever()
-            self._loop.run_until_complete(self._stop())
-            self._loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-twitch")
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the fake Twitch server did not start")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._loop is not None and self._thread is not None
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/oauth2/validate", self._validate)
-        app.router.add_post("/oauth2/token", self._token)
-        app.router.add_post("/oauth2/device", self._device)
-        app.router.add_get("/helix/users", self._users)
-        app.router.add_post("/helix/eventsub/subscriptions", self._subscribe)
-        app.router.add_post("/helix/chat/messages", self._chat_message)
-        app.router.add_get("/ws", self._websocket)
-        app.router.add_get("/helix/moderation/blocked_terms", self._blocked_terms_get)
-        app.router.add_post("/helix/moderation/enforcements/status", self._automod_status)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    async def _stop(self) -> None:
+    async def close_connections(self) -> None:
         for conn in self.conns:
             if not conn.closed:
                 await conn.ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     # -- URLs and wiring ------------------------------------------------------------------
 
@@ -224,12 +191,6 @@ class FakeTwitch:
             "CHATLING_TWITCH__ID_URL": self.base,
             "CHATLING_TWITCH__EVENTSUB_URL": self.wss,
         }
-
-    def run(self, fn: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
-        """Run ``fn()`` on the fake's loop; await the result from the test's loop."""
-        assert self._loop is not None
-        future: concurrent.futures.Future[Any] = asyncio.run_coroutine_threadsafe(fn(), self._loop)
-        return asyncio.wrap_future(future)
 
     # -- scripted server behaviour (await these from tests) --------------------------------
 

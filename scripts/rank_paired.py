@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bot.prompt import PromptBuilder
 from bot.settings import ReplySettings
 from training.collate import token_counter
-from training.eval_cli import load_split
 from training.evaluate import (
     BootstrapConfig,
     CandidateConfig,
@@ -34,6 +33,7 @@ from training.evaluate import (
     evaluate,
 )
 from training.rankers import ModelRanker, load_model
+from training.splits import load_split
 
 log = logging.getLogger("rank_paired")
 

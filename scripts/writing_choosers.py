@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.eval_cli import load_split
+from training.splits import load_split
 from training.writing import read_moments, summary_rows, writing_metrics
 
 

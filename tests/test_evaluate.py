@@ -23,7 +23,7 @@ import pytest
 from bot.safety import SafetyFilter, dedupe_key
 from bot.settings import DEFAULT_MODEL_DIR, ReplySettings
 from training import eval_metrics as em
-from training.eval_cli import add_eval_command, load_split
+from training.eval_cli import add_eval_command
 from training.evaluate import (
     BootstrapConfig,
     CandidateConfig,
@@ -45,6 +45,7 @@ from training.rankers import (
     TfIdfRanker,
     load_model,
 )
+from training.splits import load_split
 
 WORDS = (
     "lol kekw pog nice what gg rip no way chat doug is cooking this run the boss fight "

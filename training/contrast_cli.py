@@ -27,14 +27,14 @@ def run_contrast(args: argparse.Namespace) -> int:
 
     from bot.engine import resolve_model
     from bot.errors import ModelError
+    from training.cli_common import setup_logging
     from training.collate import find_pair_files, load_train_pairs, prompt_builder
     from training.contrast import ContrastConfig, contrast_pairs
     from training.dpo import adapter_base, train_dpo
     from training.pairs import pairs_from_rows
     from training.presets import get_preset, with_overrides
-    from training.train_cli import _setup_logging
 
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     adapter = Path(args.adapter)
     preset = with_overrides(
         get_preset(args.preset),
@@ -78,10 +78,10 @@ def run_contrast(args: argparse.Namespace) -> int:
 
 def add_contrast_command(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``contrast`` to the ``chatling`` command's subparsers; returns its parser."""
+    from training.cli_common import positive_int
     from training.contrast import ContrastConfig
     from training.dpo import DEFAULT_BETA
     from training.presets import PRESETS
-    from training.train_cli import _positive_int
 
     defaults = ContrastConfig()
     cp = subparsers.add_parser(
@@ -105,7 +105,7 @@ def add_contrast_command(subparsers: Any) -> argparse.ArgumentParser:
     cp.add_argument("--test-fraction", type=float, default=0.1, help="as chatling train")
     cp.add_argument(
         "--negatives",
-        type=_positive_int,
+        type=positive_int,
         default=defaults.negatives,
         help="rejected messages per real message (default %(default)s)",
     )
@@ -120,12 +120,12 @@ def add_contrast_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     cp.add_argument("--lr", type=float, default=None, help="learning rate (preset's x 0.1)")
     cp.add_argument("--epochs", type=float, default=1.0, help="epochs (default %(default)s)")
-    cp.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps instead")
+    cp.add_argument("--steps", type=positive_int, default=None, help="optimizer steps instead")
     cp.add_argument("--preset", default="cpu-tiny", choices=sorted(PRESETS), help="recipe")
     cp.add_argument("--base", default=None, help="base model (the adapter's by default)")
-    cp.add_argument("--batch-size", type=_positive_int, default=None, help="pairs per step")
-    cp.add_argument("--max-length", type=_positive_int, default=None, help="longest pair kept")
-    cp.add_argument("--grad-accum", type=_positive_int, default=None, help="accumulation steps")
+    cp.add_argument("--batch-size", type=positive_int, default=None, help="pairs per step")
+    cp.add_argument("--max-length", type=positive_int, default=None, help="longest pair kept")
+    cp.add_argument("--grad-accum", type=positive_int, default=None, help="accumulation steps")
     cp.add_argument("--seed", type=int, default=None, help="seed of the draw and the training")
     cp.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     cp.set_defaults(func=run_contrast)

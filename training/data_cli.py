@@ -22,7 +22,6 @@ logs go to stderr. ``bot/cli.py`` calls ``add_data_commands(subparsers)``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import math
@@ -33,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import AudioError, ChatlingError, StoreError
-from bot.events import ChatMessage
-from training.align import AlignOptions, Segment
+from training.align import AlignOptions
+from training.cli_common import setup_logging
 from training.filters import FilterOptions, FilterReport, Removed, make_pairs
+from training.logdb import connect_read_only, from_db_filters, stream_lines
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +59,6 @@ def parse_time(text: str, what: str) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    for noisy in ("faster_whisper", "bot.safety", "httpx", "datasets"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _align_options(args: argparse.Namespace) -> AlignOptions:
@@ -106,7 +95,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from training.vod import VodOptions, file_sha256, read_transcript_file, transcribe_vod
 
     settings = load_settings(args.env_file)
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     if args.vod is None and args.transcript is None:
         raise ChatlingError("give the VOD (--vod FILE), or its transcript (--transcript FILE)")
     out = Path(args.out)
@@ -178,125 +167,19 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- from-db
 
 
-def _connect_read_only(path: Path) -> sqlite3.Connection:
-    from bot.store.migrations import load_migrations
-
-    if not path.is_file():
-        raise StoreError(f"{path}: no such database file; check --db")
-    try:
-        db = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
-        db.row_factory = sqlite3.Row
-        version = int(db.execute("PRAGMA user_version").fetchone()[0])
-    except sqlite3.Error as exc:
-        raise StoreError(
-            f"{path}: cannot read the database ({exc}); is it a chatling log?"
-        ) from None
-    latest = len(load_migrations())
-    if version == 0:
-        db.close()
-        raise StoreError(f"{path}: not a chatling log (no schema version); check --db")
-    if version > latest:
-        db.close()
-        raise StoreError(
-            f"{path}: schema version {version} is newer than this chatling knows ({latest}); "
-            "upgrade chatling"
-        )
-    return db
-
-
-def _key(text: str) -> str:
-    return " ".join(text.casefold().split())
-
-
-def _has_feedback(db: sqlite3.Connection) -> bool:
-    """Whether the log has moderators' marks and deletions (schema version 2 on)."""
-    return int(db.execute("PRAGMA user_version").fetchone()[0]) >= 2
-
-
-def from_db_filters(filters: FilterOptions) -> FilterOptions:
-    """``filters`` for the messages ``_db_stream`` reads: it already flags every message of
-    a bot account (``filters.bots``) as ``is_bot``, except posts moderators marked good,
-    which the name rule must not drop again."""
-    return dataclasses.replace(filters, bots=frozenset())
-
-
-def _db_stream(
-    db: sqlite3.Connection, stream_id: int, bots: frozenset[str]
-) -> tuple[list[ChatMessage], list[Segment]]:
-    """A stream's chat and speech; messages that copy a posted reply are marked bot.
-
-    Messages moderators deleted or marked bad are left out; a message marked good
-    (and not bad) is never marked bot: the bot's approved posts become targets. Pass
-    ``from_db_filters(filters)`` to ``make_pairs`` so the name rule keeps them too.
-    """
-    segments = [
-        Segment(float(r["start_s"]), float(r["end_s"]), str(r["text"]))
-        for r in db.execute(
-            "SELECT start_s, end_s, text FROM utterances WHERE stream_id = ? ORDER BY start_s, id",
-            (stream_id,),
-        )
-    ]
-    posted: dict[str, list[float]] = {}
-    for r in db.execute(
-        "SELECT offset_s, chosen FROM bot_replies WHERE stream_id = ? AND status = 'posted'"
-        " AND chosen IS NOT NULL",
-        (stream_id,),
-    ):
-        posted.setdefault(_key(str(r["chosen"])), []).append(float(r["offset_s"]))
-    if _has_feedback(db):
-        sql = (
-            "SELECT m.offset_s, m.user, m.display_name, m.text, m.message_id, m.emotes,"
-            " m.is_bot, m.source, EXISTS (SELECT 1 FROM feedback AS f"
-            " WHERE f.target_message_id = m.message_id AND f.mark = 'good') AS approved"
-            " FROM chat_messages AS m WHERE m.stream_id = ? AND m.deleted_at IS NULL"
-            " AND NOT EXISTS (SELECT 1 FROM feedback AS f"
-            " WHERE f.target_message_id = m.message_id AND f.mark = 'bad')"
-            " ORDER BY m.offset_s, m.id"
-        )
-    else:
-        sql = (
-            "SELECT offset_s, user, display_name, text, message_id, emotes, is_bot, source,"
-            " 0 AS approved FROM chat_messages WHERE stream_id = ? ORDER BY offset_s, id"
-        )
-    messages = []
-    for r in db.execute(sql, (stream_id,)):
-        offset, text = float(r["offset_s"]), str(r["text"])
-        # The bot's own posts come back through chat; never learn them, even unflagged,
-        # unless a moderator marked the post good.
-        echo = any(abs(offset - t) <= 60.0 for t in posted.get(_key(text), ()))
-        flagged = bool(r["is_bot"]) or echo or str(r["user"]).casefold() in bots
-        try:
-            emotes = tuple(json.loads(r["emotes"] or "[]"))
-        except json.JSONDecodeError:
-            emotes = ()
-        messages.append(
-            ChatMessage(
-                offset=offset,
-                user=str(r["user"]),
-                text=text,
-                display_name=r["display_name"],
-                message_id=r["message_id"],
-                emotes=emotes,
-                is_bot=flagged and not r["approved"],
-                source=str(r["source"]),
-            )
-        )
-    return messages, segments
-
-
 def _cmd_from_db(args: argparse.Namespace) -> int:
     from bot.settings import load_settings
     from training.dataset import SourceInfo, read_manifest, slug, write_source
 
     settings = load_settings(args.env_file)
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     db_path = Path(args.db)
     out = Path(args.out)
     read_manifest(out)
     since = parse_time(args.since, "--since") if args.since else None
     align_options = _align_options(args)
     filters = FilterOptions.from_settings(settings)
-    db = _connect_read_only(db_path)
+    db = connect_read_only(db_path)
     rows: list[tuple[str, str]] = []
     total_report = FilterReport()
     try:
@@ -306,7 +189,7 @@ def _cmd_from_db(args: argparse.Namespace) -> int:
             (since if since is not None else -math.inf,),
         ).fetchall()
         for stream in streams:
-            messages, segments = _db_stream(db, int(stream["id"]), filters.bots)
+            messages, segments = stream_lines(db, int(stream["id"]), filters.bots)
             name = f"{slug(db_path.stem)}-stream-{stream['id']}"
             pairs, report = make_pairs(
                 messages, segments, name, align_options, from_db_filters(filters)

@@ -57,8 +57,8 @@ class GenerateRequest:
 
 def moments(request: GenerateRequest) -> list[tuple[Any, list[str]]]:
     """(anchor pair, real messages of its window) for the test moments, as ``chatling eval``."""
-    from training.eval_cli import load_split
     from training.evaluate import CandidateConfig, select_points
+    from training.splits import load_split
 
     _, test = load_split(request.data, request.split, request.test_fraction)
     config = CandidateConfig(seed=request.seed, n_points=request.points, window_s=request.window_s)

@@ -289,13 +289,13 @@ def export_pairs(
 ) -> tuple[int, list[str]]:
     """Write the pairs of streams active since ``since`` into the dataset ``out``."""
     from training.align import AlignOptions
-    from training.data_cli import _connect_read_only, _db_stream, from_db_filters
     from training.dataset import SourceInfo, write_source
     from training.filters import FilterOptions, make_pairs
+    from training.logdb import connect_read_only, from_db_filters, stream_lines
 
     filters = FilterOptions.from_settings(settings)
     align = AlignOptions()
-    db = _connect_read_only(db_path)
+    db = connect_read_only(db_path)
     total, names = 0, []
     try:
         streams = db.execute(
@@ -304,7 +304,7 @@ def export_pairs(
         for stream in streams:
             if not _stream_is_new(stream, since):
                 continue
-            messages, segments = _db_stream(db, int(stream["id"]), filters.bots)
+            messages, segments = stream_lines(db, int(stream["id"]), filters.bots)
             name = f"live-stream-{stream['id']}"
             pairs, report = make_pairs(messages, segments, name, align, from_db_filters(filters))
             info = SourceInfo(
@@ -525,8 +525,8 @@ def _cuda() -> bool:
 
 def held_out_points(data: Path, config: NightlyConfig, report: Path) -> list[Any]:
     """The frozen held-out candidate sets of this run's dataset (written to ``report``)."""
-    from training.eval_cli import load_split
     from training.evaluate import CandidateConfig, build_candidates
+    from training.splits import load_split
 
     train, test = load_split(data, "time", config.test_fraction)
     sets = build_candidates(

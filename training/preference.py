@@ -253,11 +253,11 @@ def preference_pairs_from_db(
     bot's own so the pairs carry the persona it serves with.
     """
     from bot.settings import load_settings
-    from training.data_cli import _connect_read_only
+    from training.logdb import connect_read_only
 
     settings = settings or load_settings().reply
     system = live_system_prompt(settings)
-    db = _connect_read_only(Path(db_path))
+    db = connect_read_only(Path(db_path))
     try:
         if not _has_feedback_table(db):
             log.info("%s predates feedback marks (schema before 002): no preference pairs", db_path)

@@ -47,7 +47,7 @@ from training.pairs import Pair, chat_messages, render_prompt
 
 if TYPE_CHECKING:
     from bot.prompt import PromptBuilder
-    from training.evaluate import TestPoint
+    from training.points import TestPoint
 
 log = logging.getLogger(__name__)
 

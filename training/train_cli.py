@@ -19,27 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import ChatlingError
+from training.cli_common import positive_int, setup_logging
 
 log = logging.getLogger(__name__)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    if not verbose:
-        for noisy in ("httpx", "urllib3", "datasets", "filelock"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -47,7 +29,7 @@ def run_train(args: argparse.Namespace) -> int:
     from training.presets import get_preset, with_overrides
     from training.train import TrainRequest, train
 
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     preset = with_overrides(
         get_preset(args.preset),
         steps=args.steps,
@@ -121,17 +103,17 @@ def add_train_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     tp.add_argument("--preset", default="cpu-tiny", choices=sorted(PRESETS), help="recipe")
     tp.add_argument("--base", default=None, help="base model directory or HF id (preset's)")
-    tp.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps")
+    tp.add_argument("--steps", type=positive_int, default=None, help="optimizer steps")
     tp.add_argument("--epochs", type=float, default=None, help="epochs (when no --steps)")
     tp.add_argument("--lr", type=float, default=None, help="learning rate")
     tp.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="rows per device per step (a packed row holds several short examples)",
     )
     tp.add_argument(
-        "--max-length", type=_positive_int, default=None, help="tokens per row and per example"
+        "--max-length", type=positive_int, default=None, help="tokens per row and per example"
     )
     tp.add_argument(
         "--context-free-share",
@@ -139,9 +121,9 @@ def add_train_command(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="share of pairs also trained with no context (for PMI ranking; default 0)",
     )
-    tp.add_argument("--rank", type=_positive_int, default=None, help="LoRA rank (at most 16)")
-    tp.add_argument("--grad-accum", type=_positive_int, default=None, help="accumulation steps")
-    tp.add_argument("--save-steps", type=_positive_int, default=None, help="checkpoint interval")
+    tp.add_argument("--rank", type=positive_int, default=None, help="LoRA rank (at most 16)")
+    tp.add_argument("--grad-accum", type=positive_int, default=None, help="accumulation steps")
+    tp.add_argument("--save-steps", type=positive_int, default=None, help="checkpoint interval")
     tp.add_argument("--seed", type=int, default=None, help="seed (data order, LoRA init)")
     tp.add_argument(
         "--no-packing", action="store_true", help="pad length-grouped batches instead of packing"

@@ -21,6 +21,7 @@ from training.filters import FilterOptions
 
 
 def connect_read_only(path: Path) -> sqlite3.Connection:
+    """The log at ``path``, read-only, once it is known to be a chatling log this version reads."""
     from bot.store.migrations import load_migrations
 
     if not path.is_file():

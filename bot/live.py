@@ -265,13 +265,9 @@ async def run_live(
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop)
             try:
-                await running
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if not (watch.requested and current is not None and current.cancelling() == 0):
-                    raise
-                # Hurried by a second signal; the task group must not see the cancel.
-                feeding.cancel()
+                # Not `await running`: a second signal cancels it (the hurry), and the task
+                # group, not this body, deals with how the reply loop ended.
+                await asyncio.wait({running})
             finally:
                 status.cancel()
                 watching.cancel()

@@ -9,6 +9,7 @@ of the conversation.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -43,16 +44,11 @@ def quote_as_data(text: str, limit: int = 300, *, tags: bool = True) -> str:
     return _WHITESPACE.sub(" ", text).strip()[:limit]
 
 
-def _render_quoted(item: Utterance | ChatMessage) -> str:
+def _render_line(item: Utterance | ChatMessage, *, tags: bool = True) -> str:
+    """One speech or chat line of the prompt (``tags``: as ``quote_as_data``)."""
     if isinstance(item, Utterance):
-        return quote_as_data(item.text, limit=1000)
-    return f"{item.display_name or item.user}: {quote_as_data(item.text)}"
-
-
-def _render_log_line(item: Utterance | ChatMessage) -> str:
-    if isinstance(item, Utterance):
-        return quote_as_data(item.text, limit=1000, tags=False)
-    return f"{item.display_name or item.user}: {quote_as_data(item.text, tags=False)}"
+        return quote_as_data(item.text, limit=1000, tags=tags)
+    return f"{item.display_name or item.user}: {quote_as_data(item.text, tags=tags)}"
 
 
 def _read_template(path: str) -> str:
@@ -188,7 +184,7 @@ class PromptBuilder:
         self, snapshot: ContextSnapshot, target: ChatMessage | None
     ) -> tuple[ContextSnapshot, list[str], list[str]]:
         """The snapshot trimmed to the token budget, and its speech and chat lines."""
-        render_line = _render_log_line if self._settings.prompt_form == "log" else _render_quoted
+        render_line = functools.partial(_render_line, tags=self._settings.prompt_form != "log")
         trimmed = trim_to_budget(
             snapshot,
             self._count_tokens,

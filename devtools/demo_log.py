@@ -18,14 +18,13 @@ async def write_demo_log(db: Path) -> int:
     from bot.events import Utterance
     from bot.store import Store
 
-    demo = DEMO
-    script = json.loads((demo / "script.json").read_text())
+    script = json.loads((DEMO / "script.json").read_text())
     async with Store.open(db) as store:
         stream = await store.start_stream("demo", "replay", "demo", "smollm2", None)
         for line in script:
             end = line["start"] + len(line["text"].split()) / 2.5
             store.add_utterance(stream, Utterance(line["start"], end, line["text"]))
-        for message in read_chat_log(demo / "chat.json"):
+        for message in read_chat_log(DEMO / "chat.json"):
             store.add_chat(stream, message)
         await store.end_stream(stream)
     return stream

@@ -43,7 +43,7 @@ from training.evaluate import (
     vars_of,
 )
 from training.pairs import Pair
-from training.splits import load_split, read_pairs
+from training.splits import load_split
 from training.writing import is_generate_file, read_moments, writing_metrics
 
 log = logging.getLogger(__name__)
@@ -291,9 +291,7 @@ def add_eval_command(subparsers: Any) -> argparse.ArgumentParser:
 
 __all__ = [
     "add_eval_command",
-    "load_split",
     "read_generated",
     "read_loss_curve",
-    "read_pairs",
     "run_eval",
 ]

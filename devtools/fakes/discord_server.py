@@ -38,7 +38,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,20 @@ MANAGE_MESSAGES = 1 << 13
 """Permission bit: may delete and pin others' messages (what a moderator role has)."""
 GUILD_MESSAGE_REACTIONS = 1 << 10
 """Gateway intent: without it Discord sends no ``MESSAGE_REACTION_ADD`` in servers."""
+
+
+def _member(user: dict[str, Any], roles: Iterable[int]) -> dict[str, Any]:
+    """A guild member object as the gateway sends it."""
+    return {
+        "user": user,
+        "roles": [str(r) for r in roles],
+        "joined_at": _now(),
+        "deaf": False,
+        "mute": False,
+        "flags": 0,
+        "pending": False,
+        "nick": None,
+    }
 
 
 def _now() -> str:
@@ -315,17 +329,7 @@ class FakeDiscord(ThreadedServer):
                     "last_message_id": None,
                     "flags": 0,
                 }
-                payload["member"] = {
-                    "user": user,
-                    "roles": [],
-                    "joined_at": _now(),
-                    "deaf": False,
-                    "mute": False,
-                    "flags": 0,
-                    "pending": False,
-                    "nick": None,
-                    "permissions": "2248473465835073",
-                }
+                payload["member"] = {**_member(user, ()), "permissions": "2248473465835073"}
             else:
                 payload["context"] = 1
                 payload["authorizing_integration_owners"] = {"1": str(user_id)}
@@ -396,16 +400,7 @@ class FakeDiscord(ThreadedServer):
         }
         if sent.guild_id is not None:
             data["guild_id"] = str(sent.guild_id)
-            data["member"] = {
-                "user": user,
-                "roles": [str(r) for r in roles],
-                "joined_at": _now(),
-                "deaf": False,
-                "mute": False,
-                "flags": 0,
-                "pending": False,
-                "nick": None,
-            }
+            data["member"] = _member(user, roles)
         await self.run(lambda: self._dispatch("MESSAGE_REACTION_ADD", data))
 
     async def _dispatch(self, event: str, data: dict[str, Any]) -> None:

@@ -28,7 +28,7 @@ from bot.engine_factory import start_engine
 from bot.pipeline import EndOfStream, Pipeline, PipelineParts, PipelineStats
 from bot.prompt import PromptBuilder
 from bot.ratelimit import RateLimiter
-from bot.safety import SafetyFilter, load_blocked_terms
+from bot.safety import SafetyFilter
 from bot.settings import PROJECT_ROOT, Settings
 from bot.sinks import TerminalSink
 from bot.sources.replay import replay_audio, replay_chat
@@ -72,22 +72,7 @@ def _resolve(path: str) -> Path:
 
 def build_safety(settings: Settings) -> SafetyFilter:
     """The safety filter from the default list plus the user's terms."""
-    reply = settings.reply
-    terms = [*load_blocked_terms(_resolve(reply.blocked_terms_file)), *reply.extra_blocked_terms]
-    return SafetyFilter(
-        terms,
-        bot_name=reply.bot_name,
-        max_chars=reply.max_chars,
-        duplicate_window_s=reply.duplicate_window_s,
-        allowed_links=reply.allowed_links,
-        prompt_files=[
-            _resolve(reply.persona_file),
-            _resolve(reply.template_file),
-            _resolve(reply.template_file).parent / "addressed.txt",
-            _resolve(reply.log_template_file),
-        ],
-        offensive_threshold=reply.offensive_threshold,
-    )
+    return SafetyFilter.from_settings(settings.reply)
 
 
 def build_limiter(settings: Settings) -> RateLimiter:

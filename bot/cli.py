@@ -3,6 +3,7 @@
     chatling replay [--audio FILE --chat FILE] [--speed N]   replay a recorded stream
     chatling config check [--env-file .env]                  show the effective settings
     chatling models provision                                set up the packaged models
+    chatling models merge --adapter DIR --out DIR            fold an adapter into its base
 
 Errors the user can fix are printed as one line (no traceback) with exit code 2.
 """
@@ -192,6 +193,17 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models_merge(args: argparse.Namespace) -> int:
+    from bot.models import merge_adapter
+    from bot.settings import DEFAULT_MODEL_DIR
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    base = Path(args.base) if args.base else DEFAULT_MODEL_DIR
+    out = merge_adapter(base, Path(args.adapter), Path(args.out))
+    print(f"merged model: {out}\nserve it with CHATLING_MODEL__NAME={out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bot.app import DEMO_AUDIO, DEMO_CHAT
 
@@ -312,6 +324,17 @@ def build_parser() -> argparse.ArgumentParser:
     models_sub = models.add_subparsers(dest="models_command", required=True)
     prov = models_sub.add_parser("provision", help="provision the packaged default models once")
     prov.set_defaults(func=_cmd_models)
+    merge = models_sub.add_parser(
+        "merge",
+        help="fold a LoRA adapter into its base (serves at the plain model's speed on a CPU)",
+        description="Writes BASE with ADAPTER merged in as a plain model directory. On a CPU, "
+        "vLLM's LoRA path costs about 3x the plain model's generation time; a merged model "
+        "costs nothing extra. Serve it with CHATLING_MODEL__NAME=OUT.",
+    )
+    merge.add_argument("--adapter", required=True, help="LoRA adapter directory")
+    merge.add_argument("--out", required=True, help="new model directory (must not exist)")
+    merge.add_argument("--base", help="base model directory (default: the packaged model)")
+    merge.set_defaults(func=_cmd_models_merge)
     return parser
 
 

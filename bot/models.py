@@ -87,6 +87,38 @@ def provision_llm(target: Path = DEFAULT_MODEL_DIR, gguf_dir: Path | None = None
     return target
 
 
+def merge_adapter(base: Path, adapter: Path, target: Path) -> Path:
+    """Fold a LoRA adapter into its base and save the result as a plain model directory.
+
+    Why: vLLM's CPU LoRA path costs about three times the generation time of the
+    plain model (3.1 s against 0.6 s a moment, `chatling generate` on 2 cores,
+    2026-12-06), so on a CPU an adapter is best served merged
+    (``chatling models merge``, then ``CHATLING_MODEL__NAME=OUT``). The weights
+    are the same up to bf16 rounding. Written to a temporary name and renamed
+    into place, like the rest.
+    """
+    if not (adapter / "adapter_config.json").exists():
+        raise ModelError(f"{adapter}: no adapter_config.json; not a LoRA adapter directory")
+    if target.exists():
+        raise ModelError(f"{target} exists; remove it or choose another --out")
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("merging %s into %s -> %s", adapter, base, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".merge-", dir=target.parent))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16)
+        merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        merged.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
+        _publish(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def provision_whisper(target: Path = DEFAULT_WHISPER_DIR) -> Path:
     """Join the two-part packaged Whisper base (CTranslate2) into one directory (once)."""
     if (target / "model.bin").exists():

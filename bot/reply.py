@@ -25,6 +25,7 @@ from bot.prompt import PromptBuilder, PromptParts, clean_generation
 from bot.safety import SafetyFilter
 from bot.scoring import score_candidate
 from bot.settings import ReplySettings
+from bot.topical import topical_choice
 
 CUT_OFF = "cut_off"
 """The reason of a candidate the engine stopped at the token limit before its line ended."""
@@ -117,18 +118,27 @@ class ReplyWriter:
                 candidates.append(Candidate(final, False, CUT_OFF, score))
                 continue
             candidates.append(Candidate(final, verdict.allowed, verdict.reason, score))
-        return Judged(candidates, self.choose(candidates, generation.mean_logprobs))
+        chat = [f"{m.user}: {m.text}" for m in prompt.snapshot.chat]
+        return Judged(candidates, self.choose(candidates, generation.mean_logprobs, chat))
 
     def choose(
-        self, candidates: Sequence[Candidate], mean_logprobs: Sequence[float] = ()
+        self,
+        candidates: Sequence[Candidate],
+        mean_logprobs: Sequence[float] = (),
+        recent_chat: Sequence[str] = (),
     ) -> Candidate | None:
         """The allowed candidate to post: the first (a draw from the model itself), the
-        best by ``bot.scoring`` (which prefers longer, on-topic lines), or the one the
-        model finds likeliest per token (``mean_logprobs``; the first without them)."""
+        best by ``bot.scoring`` (which prefers longer, on-topic lines), the one the
+        model finds likeliest per token (``mean_logprobs``; the first without them), or
+        the one sharing most words with ``recent_chat`` (``name: text`` lines)."""
         allowed = [i for i, c in enumerate(candidates) if c.allowed]
         if not allowed:
             return None
         chooser = self.settings.chooser
+        if chooser == "topical":
+            return candidates[
+                allowed[topical_choice([candidates[i].text for i in allowed], recent_chat)]
+            ]
         if chooser == "score":
             return candidates[max(allowed, key=lambda i: candidates[i].score)]
         if chooser == "likelihood" and len(mean_logprobs) == len(candidates):

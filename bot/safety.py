@@ -26,7 +26,9 @@ are tried (the first that fires is the reason):
 - ``zalgo`` (stacked combining marks), ``mixed_script`` (a word mixing Latin
   with lookalike letters of another script), ``flood`` (one thing repeated);
 - ``duplicate_of_chat``: a (normalised) copy of a chat message of the last
-  ``duplicate_window_s`` seconds, which catches the model parroting chat.
+  ``duplicate_window_s`` seconds, which catches the model parroting chat;
+  unless ``chant_min`` others already posted it (a chant in progress, which
+  real chat joins) and the bot has not.
 
 The check is pure: ``now`` is passed in; each verdict is logged at INFO.
 """
@@ -165,8 +167,10 @@ class SafetyFilter:
         prompt_files: Iterable[str | Path] | None = None,
         offensive_threshold: float = OFFENSIVE_THRESHOLD,
         steps: Collection[str] = ALL_STEPS,
+        chant_min: int = 0,
     ) -> None:
         self.bot_name = bot_name
+        self.chant_min = chant_min
         self.max_chars = max_chars
         self.duplicate_window_s = duplicate_window_s
         self.offensive_threshold = offensive_threshold
@@ -218,6 +222,7 @@ class SafetyFilter:
                 resolve(settings.log_template_file),
             ],
             offensive_threshold=settings.offensive_threshold,
+            chant_min=settings.chant_min,
         )
 
     def set_platform_terms(self, terms: Iterable[str]) -> int:
@@ -281,9 +286,20 @@ class SafetyFilter:
             return reason
         key = dedupe_key(text)
         cutoff = now - self.duplicate_window_s
-        if any(m.offset >= cutoff and dedupe_key(m.text) == key for m in recent_chat):
+        copied = [m for m in recent_chat if m.offset >= cutoff and dedupe_key(m.text) == key]
+        if copied and not self._joins_chant(copied):
             return "duplicate_of_chat"
         return "ok"
+
+    def _joins_chant(self, copied: Sequence[ChatMessage]) -> bool:
+        """A copy may be posted when ``chant_min`` other viewers posted the line and the
+        bot did not: real chat joins chants (4.8% of real DougDoug messages copy a line
+        of the last 20, docs/results.md) but a bot repeating one viewer reads as a parrot."""
+        if not self.chant_min:
+            return False
+        bot = self.bot_name.casefold()
+        users = {m.user.casefold() for m in copied}
+        return bot not in users and len(users) >= self.chant_min
 
     def _content_reason(
         self, text: str, folded: str, reply_to_user: str | None, prompt: str | None

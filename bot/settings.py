@@ -191,10 +191,11 @@ class ReplySettings(_Group):
     """Nucleus sampling threshold."""
     min_p: float = 0.0
     """Drop tokens less likely than this share of the most likely one (0: off)."""
-    chooser: Literal["first", "score", "likelihood"] = "first"
+    chooser: Literal["first", "score", "likelihood", "topical"] = "first"
     """How one allowed candidate is picked: `first` (the first in sampling order, i.e. a
-    draw from the model's own distribution), `score` (the heuristic of bot/scoring.py) or
-    `likelihood` (the highest mean token log-probability under the serving model)."""
+    draw from the model's own distribution), `score` (the heuristic of bot/scoring.py),
+    `likelihood` (the highest mean token log-probability under the serving model) or
+    `topical` (the most words shared with the prompt's recent chat, bot/topical.py)."""
     burst_messages: int = 12
     """This many chat messages within burst_window_s count as a burst."""
     burst_window_s: float = 10.0
@@ -216,7 +217,10 @@ class ReplySettings(_Group):
     max_chars: int = 500
     """Longest message posted (Twitch's limit is 500)."""
     duplicate_window_s: float = 300.0
-    """Never post a copy of a chat message from this many seconds back."""
+    """Never post a copy of a chat message from this many seconds back (but see chant_min)."""
+    chant_min: int = Field(default=2, ge=0)
+    """Join a chant: a copy of a recent line is allowed once this many other viewers posted
+    it and the bot has not (0: never copy). Chosen on validation (docs/results.md)."""
     allowed_links: list[str] = Field(default_factory=list)
     """Links the bot may post (JSON list, e.g. your socials: ["youtube.com/@you"])."""
     offensive_threshold: float = Field(default=0.95, ge=0.0, le=1.01)

@@ -20,8 +20,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bot.safety import dedupe_key
+from bot.topical import topical_choice
 from training.splits import load_split
 from training.writing import read_moments, summary_rows, writing_metrics
+
+
+def chant_keys(recent_chat: list[str], min_users: int) -> set[str]:
+    """Dedupe keys of the prompt's recent lines (``name: text``) posted by at least
+    ``min_users`` viewers: what ``SafetyFilter(chant_min=...)`` lets the bot copy."""
+    users: dict[str, set[str]] = {}
+    for line in recent_chat:
+        name, _, text = line.partition(": ")
+        users.setdefault(dedupe_key(text), set()).add(name.casefold())
+    return {key for key, names in users.items() if key and len(names) >= min_users}
 
 
 def main() -> None:
@@ -29,8 +41,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--generated", type=Path, required=True)
     parser.add_argument("--test-fraction", type=float, default=0.1)
-    parser.add_argument("--chooser", choices=("first", "random", "score", "likelihood"))
+    parser.add_argument("--chooser", choices=("first", "random", "score", "likelihood", "topical"))
     parser.add_argument("--candidates", type=int, default=4)
+    parser.add_argument(
+        "--chant-min",
+        type=int,
+        default=0,
+        help="count a candidate blocked only as a copy of a recent chat line as allowed when "
+        "that line is in the recent chat at least this often (0: never)",
+    )
     args = parser.parse_args()
     train, _ = load_split(args.data, "time", args.test_fraction)
     rng = random.Random(0)
@@ -38,12 +57,20 @@ def main() -> None:
     moments = []
     for m in read_moments(args.generated):
         candidates = m.candidates[: args.candidates]
-        allowed = [c for c in candidates if c["allowed"]]
+        chants = chant_keys(m.recent_chat, args.chant_min) if args.chant_min else set()
+        allowed = [
+            c
+            for c in candidates
+            if c["allowed"]
+            or (c["reason"] == "duplicate_of_chat" and dedupe_key(c["text"]) in chants)
+        ]
         pick = None
         if allowed and args.chooser == "first":
             pick = allowed[0]
         elif allowed and args.chooser == "random":
             pick = rng.choice(allowed)
+        elif allowed and args.chooser == "topical":
+            pick = allowed[topical_choice([c["text"] for c in allowed], m.recent_chat)]
         elif allowed:
             pick = max(allowed, key=keys[args.chooser])
         chosen = pick["text"] if pick else None

@@ -36,17 +36,20 @@ contrast() {  # sft_adapter data out [form]
     --out "$3" --split none --preset gpu-24gb --grad-accum 1 --epochs 1 --lr 1e-4 --beta 0.1 \
     --negatives 3 --batch-size 64
 }
-# Validation: recipe a (v3's SFT), a longer and hotter variant b, and the contrast step on a.
-sft data/runs/dougdoug-val "$OUT/val-sft-a" 1e-4 1
-sft data/runs/dougdoug-val "$OUT/val-sft-b" 2e-4 2
-contrast "$OUT/val-sft-a" data/runs/dougdoug-val "$OUT/val-contrast-a"
-# The same three on the whole training part (0-80%), for the one test run of the chosen one.
-sft data/runs/dougdoug-train "$OUT/final-sft-a" 1e-4 1
-sft data/runs/dougdoug-train "$OUT/final-sft-b" 2e-4 2
-contrast "$OUT/final-sft-a" data/runs/dougdoug-train "$OUT/final-contrast-a"
-# The packaged default: no DougDoug data.
-sft data/runs/default-pairs "$OUT/default-a" 2e-4 2
+step() { "$@" || echo "FAILED: $*" >&2; }  # one failed step does not stop the rest
+# In order of need, so that a lease cut short still brings back the most useful adapters.
+# Validation: recipe a (v3's SFT) and a longer, hotter variant b.
+step sft data/runs/dougdoug-val "$OUT/val-sft-a" 1e-4 1
+step sft data/runs/dougdoug-val "$OUT/val-sft-b" 2e-4 2
+# The packaged default (no DougDoug data): the same two recipes, chosen on DougDoug validation.
+step sft data/runs/default-pairs "$OUT/default-a" 2e-4 2
+step sft data/runs/default-pairs "$OUT/default-b" 1e-4 1
+# The contrast step on a (validation), then all three on the whole training part (0-80%), for
+# the one test run of the chosen one.
+step contrast "$OUT/val-sft-a" data/runs/dougdoug-val "$OUT/val-contrast-a"
+step sft data/runs/dougdoug-train "$OUT/final-sft-a" 1e-4 1
+step sft data/runs/dougdoug-train "$OUT/final-sft-b" 2e-4 2
+step contrast "$OUT/final-sft-a" data/runs/dougdoug-train "$OUT/final-contrast-a"
 # v4's recipe (chat form, SFT a + contrast c5) for the paired ranking comparison.
-sft data/runs/dougdoug-train "$OUT/v4-sft" 1e-4 1 chat
-contrast "$OUT/v4-sft" data/runs/dougdoug-train "$OUT/v4-contrast" chat
-
+step sft data/runs/dougdoug-train "$OUT/v4-sft" 1e-4 1 chat
+step contrast "$OUT/v4-sft" data/runs/dougdoug-train "$OUT/v4-contrast" chat

@@ -212,6 +212,29 @@ def test_copies_of_recent_chat_are_blocked(shipped: SafetyFilter) -> None:
     assert check(window, "old news", chat=chat).reason == "duplicate_of_chat"
 
 
+def test_a_chant_may_be_joined_but_not_one_viewers_line() -> None:
+    chant = SafetyFilter([], bot_name="chatling", chant_min=2)
+    chat = [
+        ChatMessage(offset=990.0, user="ann", text="LUXEMBOURG"),
+        ChatMessage(offset=991.0, user="Bob", text="luxembourg!"),
+        ChatMessage(offset=992.0, user="cy", text="where is wales"),
+        ChatMessage(offset=993.0, user="cy", text="WHERE IS WALES"),
+        ChatMessage(offset=994.0, user="dee", text="W"),
+        ChatMessage(offset=995.0, user="eve", text="w"),
+        ChatMessage(offset=996.0, user="chatling", text="W", is_bot=True),
+        ChatMessage(offset=500.0, user="fay", text="old chant"),
+        ChatMessage(offset=996.0, user="gus", text="old chant"),
+    ]
+    assert check(chant, "Luxembourg", chat=chat).allowed  # two viewers: a chant
+    assert check(chant, "where is wales", chat=chat).reason == "duplicate_of_chat"  # one viewer
+    assert check(chant, "w", chat=chat).reason == "duplicate_of_chat"  # the bot already did
+    assert check(chant, "old chant", chat=chat).reason == "duplicate_of_chat"  # one in window
+    assert check(SafetyFilter([], bot_name="chatling"), "Luxembourg", chat=chat).reason == (
+        "duplicate_of_chat"
+    )  # chant_min=0: never copy
+    assert SafetyFilter.from_settings(ReplySettings()).chant_min == 2  # the served default
+
+
 def test_cleaning_gives_one_postable_line() -> None:
     assert clean('  "hello there"  ') == "hello there"
     assert clean("“quoted”") == "quoted"

@@ -257,3 +257,21 @@ def test_choosers_pick_among_allowed_candidates_only() -> None:
     assert writer.sampling(7).logprobs is None
     likely = ReplyWriter(ReplySettings(chooser="likelihood"), None, None, None)  # type: ignore[arg-type]
     assert likely.sampling(7).logprobs == 0
+    topical = ReplyWriter(ReplySettings(chooser="topical"), None, None, None)  # type: ignore[arg-type]
+    chat = ["ann: the GOOSE is loose", "bob: goose!!", "cy: KEKW"]
+    assert topical.choose(cands, (), chat).text == "the goose is a national treasure honestly"
+    assert topical.choose(cands, (), []).text == "W"  # no chat to share words with: the first
+
+
+def test_topical_scores_count_recent_lines_not_names_or_function_words() -> None:
+    from bot.topical import content_words, topical_choice, topical_scores
+
+    assert content_words("The GOOSE, is it? gooseKEKW") == ["goose", "goosekekw"]
+    chat = ["goose: hello", "ann: Luxembourg", "bob: LUXEMBOURG!", "cy: is it the moon"]
+    # `goose` is a viewer's name, not a word of the chat; `the`/`is`/`it` say nothing.
+    assert topical_scores(["goose", "luxembourg", "is it the"], chat) == [0.0, 2.0, 0.0]
+    # Normalised by length: one shared word in four scores below it alone.
+    assert topical_choice(["luxembourg now or never ok", "luxembourg"], chat) == 1
+    assert topical_choice(["moon", "Moon"], chat) == 0  # a tie keeps the model's order
+    with pytest.raises(ValueError):
+        topical_choice([], chat)

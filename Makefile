@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 $(MODELS): $(STAMP)
-	$(PY) -m bot models provision
+	$(PY) -m chatling models provision
 	touch $@
 
 setup: $(MODELS)

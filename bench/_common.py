@@ -76,11 +76,11 @@ def demo_prompts(
 
     from transformers import AutoTokenizer
 
-    from bot.chatlog import read_chat_log
-    from bot.context import RollingContext
-    from bot.events import ChatMessage, Utterance
-    from bot.prompt import PromptBuilder
-    from bot.settings import DEFAULT_MODEL_DIR, ReplySettings
+    from chatling.chatlog import read_chat_log
+    from chatling.context import RollingContext
+    from chatling.events import ChatMessage, Utterance
+    from chatling.prompt import PromptBuilder
+    from chatling.settings import DEFAULT_MODEL_DIR, ReplySettings
 
     tokenizer = AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR)
     settings = settings or ReplySettings()

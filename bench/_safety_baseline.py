@@ -1,4 +1,4 @@
-"""Baseline copy of bot/safety.py as of the start of issue 13, kept for bench/safety.py.
+"""Baseline copy of chatling/safety.py as of the start of issue 13, kept for bench/safety.py.
 
 The safety filter: the last check before a generated reply reaches chat.
 
@@ -38,9 +38,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.errors import ConfigError, InputFileError
-from bot.events import ChatMessage
-from bot.settings import PROJECT_ROOT, ReplySettings
+from chatling.errors import ConfigError, InputFileError
+from chatling.events import ChatMessage
+from chatling.settings import PROJECT_ROOT, ReplySettings
 
 logger = logging.getLogger(__name__)
 

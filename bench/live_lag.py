@@ -62,9 +62,9 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import ROOT, percentile, print_table, write_result
-from bot.audio import load_audio
-from bot.errors import ChatlingError
-from bot.prompt import quote_as_data
+from chatling.audio import load_audio
+from chatling.errors import ChatlingError
+from chatling.prompt import quote_as_data
 from devtools.fakes.twitch_server import FakeTwitch
 from devtools.pulse import PulseServer, play, pulse_missing, write_wav
 
@@ -249,7 +249,7 @@ def start_chatling(fake: FakeTwitch, pulse_env: dict[str, str]) -> tuple[subproc
     env = env_file(WORK / ".env", fake, access, refresh)
     with open(WORK / "chatling-run.log", "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bot", "--env-file", str(env), "run", "--no-chat"],
+            [sys.executable, "-m", "chatling", "--env-file", str(env), "run", "--no-chat"],
             cwd=ROOT,
             env={**pulse_env, "PYTHONUNBUFFERED": "1"},
             stdout=out,

@@ -1,6 +1,6 @@
 """What does a nightly retrain cost, and does the live bot stay fast while it runs?
 
-Part 1, the run: one complete ``training.nightly.run_nightly`` (export ->
+Part 1, the run: one complete ``chatling.training.nightly.run_nightly`` (export ->
 train -> dpo -> evaluate -> gate) with the DougDoug development pairs as the
 base dataset (``--base-data``, made by scripts/dougdoug_dataset.py; not in the
 repository) and the demo stream, logged through ``Store``, as the new live
@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import demo_prompts, percentile, print_table, write_result
-from bot.settings import PROJECT_ROOT, load_settings
+from chatling.settings import PROJECT_ROOT, load_settings
 from devtools.demo_log import write_demo_log
 
 DOUGDOUG = PROJECT_ROOT / "data" / "runs" / "dougdoug-pairs"
@@ -43,8 +43,8 @@ def run_once(
     preset: str = "cpu-tiny",
     base_model: str | None = None,
 ) -> dict:
-    from training.gate import GateOptions
-    from training.nightly import NightlyConfig, run_nightly
+    from chatling.training.gate import GateOptions
+    from chatling.training.nightly import NightlyConfig, run_nightly
 
     settings = load_settings(None)
     db = work / "log.sqlite"
@@ -82,8 +82,8 @@ def run_once(
 
 
 async def latencies(prompts: list[tuple[str, str]], trainer_cmd: list[str] | None) -> dict:
-    from bot.engine import SamplingOptions, VllmEngine
-    from bot.settings import ModelSettings
+    from chatling.engine import SamplingOptions, VllmEngine
+    from chatling.settings import ModelSettings
 
     rows = {}
     async with VllmEngine.start(ModelSettings(enforce_eager=True)) as engine:
@@ -153,7 +153,7 @@ def main() -> None:
             print(f"written {write_result(args.name, payload)}")
             return
         trainer = [
-            sys.executable, "-m", "training.train_cli", "--data",
+            sys.executable, "-m", "chatling.training.train_cli", "--data",
             str(args.base_data or work / "runs" / "run-0001" / "data"),
             "--out", str(work / "beside"), "--preset", "cpu-tiny", "--steps", "10000",
         ]  # fmt: skip

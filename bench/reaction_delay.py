@@ -41,10 +41,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import ROOT, print_table, write_result
-from bot.chatlog import read_chat_log
-from bot.events import ChatMessage
+from chatling.chatlog import read_chat_log
+from chatling.events import ChatMessage
+from chatling.training.align import Segment, spread_words
 from devtools.dougdoug_corpus import DEFAULT_DIR, load_corpus
-from training.align import Segment, spread_words
 
 STOP = frozenset(
     """the and for are but not you all any can had her was one our out day get has him his

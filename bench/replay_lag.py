@@ -32,13 +32,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import PeakMemory, percentile, print_table, write_result
-from bot.app import ReplayRequest, replay
-from bot.audio import SAMPLE_RATE
-from bot.display import Display
-from bot.engine import VllmEngine
-from bot.events import Utterance
-from bot.settings import Settings
-from bot.transcribe import StreamingTranscriber, TranscriberOptions, load_whisper
+from chatling.app import ReplayRequest, replay
+from chatling.audio import SAMPLE_RATE
+from chatling.display import Display
+from chatling.engine import VllmEngine
+from chatling.events import Utterance
+from chatling.settings import Settings
+from chatling.transcribe import StreamingTranscriber, TranscriberOptions, load_whisper
 
 
 class FixedWindowTranscriber(StreamingTranscriber):

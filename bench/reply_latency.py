@@ -37,7 +37,7 @@ def bench_transformers(prompts: list[tuple[str, str]], n: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria
 
-    from bot.settings import DEFAULT_MODEL_DIR
+    from chatling.settings import DEFAULT_MODEL_DIR
 
     torch.set_num_threads(os.cpu_count() or 2)
     tok = AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR)
@@ -92,7 +92,7 @@ async def _variants(
     engine, prompts: list[tuple[str, str]], ns: list[int], label: str
 ) -> list[dict]:
     """The same prompts at each ``n`` through one engine (in-process or server)."""
-    from bot.engine import SamplingOptions
+    from chatling.engine import SamplingOptions
 
     token_prompts = [engine.render_chat(s, u) for s, u in prompts]
     # Warm-up (first requests pay one-off costs in both engines' favour otherwise).
@@ -116,8 +116,8 @@ async def _variants(
 
 
 async def bench_vllm(prompts: list[tuple[str, str]], ns: list[int], eager: bool) -> list[dict]:
-    from bot.engine import VllmEngine
-    from bot.settings import ModelSettings
+    from chatling.engine import VllmEngine
+    from chatling.settings import ModelSettings
 
     with PeakMemory() as mem:
         async with VllmEngine.start(ModelSettings(enforce_eager=eager)) as engine:
@@ -134,9 +134,9 @@ async def bench_server(prompts: list[tuple[str, str]], ns: list[int]) -> list[di
     import socket
     import tempfile
 
-    from bot.engine_server import ServerEngine
-    from bot.serve import ServerProcess
-    from bot.settings import ModelSettings
+    from chatling.engine_server import ServerEngine
+    from chatling.serve import ServerProcess
+    from chatling.settings import ModelSettings
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -192,7 +192,7 @@ def main() -> None:
     prompts = demo_prompts(args.prompts)
     # Import everything first: the run takes minutes, and lazy imports must not
     # pick up files edited meanwhile.
-    import bot.engine  # noqa: F401
+    import chatling.engine  # noqa: F401
 
     rows = []
     if not args.skip_transformers:

@@ -1,6 +1,6 @@
 """Does the control room slow the bot? Reply latency and event-loop lag with pages open.
 
-One process runs the live bot (``bot.live.run_live``, its own vLLM engine,
+One process runs the live bot (``chatling.live.run_live``, its own vLLM engine,
 web enabled on 127.0.0.1, audio off) against the fake Twitch
 (devtools/fakes/twitch_server.py, in its own thread), which floods chat at
 ``--rate`` messages a second for the whole run; the policy replies whenever
@@ -48,11 +48,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import percentile, print_table, write_result
 from bench.live_lag import flood
-from bot.display import Display
-from bot.errors import ChatlingError
-from bot.events import Reply
-from bot.settings import load_settings
-from bot.web import load_or_create_token, token_path
+from chatling.display import Display
+from chatling.errors import ChatlingError
+from chatling.events import Reply
+from chatling.settings import load_settings
+from chatling.web import load_or_create_token, token_path
 from devtools.fakes.twitch_server import FakeTwitch
 
 log = logging.getLogger("bench.web")
@@ -258,7 +258,7 @@ def summarise(
 
 
 async def main(args: argparse.Namespace) -> None:
-    from bot.live import run_live
+    from chatling.live import run_live
 
     if not Path(CHROMIUM).exists():
         raise BenchError(f"{CHROMIUM} is missing: apt-get install chromium (make test does)")

@@ -14,9 +14,9 @@ async def write_demo_log(db: Path) -> int:
     Used by bench/nightly.py and tests/test_nightly.py as "the logs since the last run".
     The demo is the project's own (MIT), so this may run anywhere.
     """
-    from bot.chatlog import read_chat_log
-    from bot.events import Utterance
-    from bot.store import Store
+    from chatling.chatlog import read_chat_log
+    from chatling.events import Utterance
+    from chatling.store import Store
 
     script = json.loads((DEMO / "script.json").read_text())
     async with Store.open(db) as store:

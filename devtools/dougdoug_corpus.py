@@ -32,9 +32,9 @@ from typing import Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.errors import InputFileError
-from bot.events import ChatMessage
-from training.align import Segment, Word
+from chatling.errors import InputFileError
+from chatling.events import ChatMessage
+from chatling.training.align import Segment, Word
 
 log = logging.getLogger(__name__)
 

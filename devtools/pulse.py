@@ -32,8 +32,8 @@ from types import TracebackType
 
 import numpy as np
 
-from bot.audio import SAMPLE_RATE, load_audio
-from bot.errors import ChatlingError
+from chatling.audio import SAMPLE_RATE, load_audio
+from chatling.errors import ChatlingError
 
 log = logging.getLogger(__name__)
 

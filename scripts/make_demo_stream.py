@@ -45,7 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bot.errors import ChatlingError, InputFileError  # noqa: E402
+from chatling.errors import ChatlingError, InputFileError  # noqa: E402
 
 log = logging.getLogger("make_demo_stream")
 
@@ -121,7 +121,7 @@ def load_script(path: Path) -> list[Line]:
                 react=str(item.get("react", "info")),
                 echo=tuple(item.get("echo", ())),
                 answers=tuple(item.get("answers", ())),
-                bot=tuple(item.get("bot", ())),
+                bot=tuple(item.get("chatling", ())),
                 burst=item.get("burst"),
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -22,18 +22,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.prompt import PromptBuilder
-from bot.settings import ReplySettings
-from training.collate import token_counter
-from training.evaluate import (
+from chatling.prompt import PromptBuilder
+from chatling.settings import ReplySettings
+from chatling.training.collate import token_counter
+from chatling.training.evaluate import (
     BootstrapConfig,
     CandidateConfig,
     _estimate,
     build_candidates,
     evaluate,
 )
-from training.rankers import ModelRanker, load_model
-from training.splits import load_split
+from chatling.training.rankers import ModelRanker, load_model
+from chatling.training.splits import load_split
 
 log = logging.getLogger("rank_paired")
 

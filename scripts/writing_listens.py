@@ -1,7 +1,7 @@
 """Does the bot listen to the stream? Word overlap of posts with the moment's speech.
 
 For every moment of a `chatling generate` file: does the posted line share a content
-word (``bot.topical.content_words``) with the transcript its prompt showed, against
+word (``chatling.topical.content_words``) with the transcript its prompt showed, against
 the transcript of another moment of the same file at least ``--gap`` seconds away
 (the control: chance overlap with stream talk in general)? The same for the real
 messages of the moment, so the bot's figure reads beside chat's own. A bot that
@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.topical import content_words
-from training.writing import read_moments
+from chatling.topical import content_words
+from chatling.training.writing import read_moments
 
 SPEECH_PREFIX = "The streamer is saying: "
 

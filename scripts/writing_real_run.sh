@@ -13,7 +13,7 @@
 #   call 1, carry wheels/small wheels/pyd wheels/g1 wheels/snap (trl datasets dill multiprocess
 #     xxhash fsspec pydantic-settings python-dotenv aiosqlite rich gguf; pydantic pydantic-core
 #     typing-inspection annotated-types typing-extensions; the GGUF's first half; the old
-#     bot/safety.py, whose imports the image has): pip install --target /tmp/site, copy to /tmp.
+#     chatling/safety.py, whose imports the image has): pip install --target /tmp/site, copy to /tmp.
 #   call 2 at once (the machine stays warm 30 s), carry the GGUF's second half and data/runs/*:
 #     join it, `provision_llm(Path('/tmp/w/base'), gguf_dir=...)`, then start this script with
 #     setsid in the background and wait on its pid (not `pgrep -f`, which matches the call's own
@@ -26,13 +26,13 @@ OUT=${2:-data/runs/writing-real-run}
 mkdir -p "$OUT"
 sft() {  # data out lr epochs [form]
   [ -f "$2/adapter_config.json" ] && return 0  # done on an earlier call
-  CHATLING_REPLY__PROMPT_FORM=${5:-log} python -m training.train_cli --data "$1" --out "$2" \
+  CHATLING_REPLY__PROMPT_FORM=${5:-log} python -m chatling.training.train_cli --data "$1" --out "$2" \
     --preset gpu-24gb --base "$BASE" --split none --batch-size 8 --grad-accum 1 --lr "$3" \
     --epochs "$4" --save-steps 100000
 }
 contrast() {  # sft_adapter data out [form]
   [ -f "$3/adapter_config.json" ] && return 0
-  CHATLING_REPLY__PROMPT_FORM=${4:-log} python -m bot.cli contrast --adapter "$1" --data "$2" \
+  CHATLING_REPLY__PROMPT_FORM=${4:-log} python -m chatling.cli contrast --adapter "$1" --data "$2" \
     --out "$3" --split none --preset gpu-24gb --grad-accum 1 --epochs 1 --lr 1e-4 --beta 0.1 \
     --negatives 3 --batch-size 64
 }

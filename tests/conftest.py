@@ -1,6 +1,6 @@
 """Shared fixtures: the real vLLM engine and Whisper model, built once per session.
 
-Tests use the packaged models provisioned by ``make test`` (``python -m bot
+Tests use the packaged models provisioned by ``make test`` (``python -m chatling
 models provision``); the engine runs with ``enforce_eager=True`` so the
 session starts in about half a minute instead of compiling.
 """
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from bot.settings import DEFAULT_MODEL_DIR, DEFAULT_WHISPER_DIR, AudioSettings, ModelSettings
+from chatling.settings import DEFAULT_MODEL_DIR, DEFAULT_WHISPER_DIR, AudioSettings, ModelSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -40,7 +40,7 @@ def require_models() -> None:
 def whisper_model() -> Any:
     """The packaged Whisper base (CTranslate2), loaded once."""
     require_models()
-    from bot.transcribe import load_whisper
+    from chatling.transcribe import load_whisper
 
     return load_whisper(AudioSettings())
 
@@ -49,7 +49,7 @@ def whisper_model() -> Any:
 async def engine() -> AsyncIterator[Any]:
     """The real vLLM engine with the packaged SmolLM2-135M-Instruct, once per session."""
     require_models()
-    from bot.engine import VllmEngine
+    from chatling.engine import VllmEngine
 
     async with VllmEngine.start(ModelSettings(enforce_eager=True, max_model_len=2048)) as eng:
         yield eng

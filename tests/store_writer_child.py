@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.events import Candidate, ChatMessage, Reply, Utterance
-from bot.store import Store
+from chatling.events import Candidate, ChatMessage, Reply, Utterance
+from chatling.store import Store
 
 CHUNK = 40
 

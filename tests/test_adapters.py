@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.adapters import AdapterRegistry, check_adapter_dir
-from bot.errors import ConfigError, ModelError
-from bot.store import Store
-from training.gate import AdapterScores, GateOptions, decide
-from training.nightly import RunLog
+from chatling.adapters import AdapterRegistry, check_adapter_dir
+from chatling.errors import ConfigError, ModelError
+from chatling.store import Store
+from chatling.training.gate import AdapterScores, GateOptions, decide
+from chatling.training.nightly import RunLog
 
 
 def fake_adapter(path: Path, marker: str = "x") -> Path:
@@ -181,7 +181,7 @@ async def test_reconcile_closes_rows_of_dead_runs(tmp_path: Path) -> None:
 
 
 def test_runlog_refuses_an_old_or_missing_database(tmp_path: Path) -> None:
-    from bot.errors import StoreError
+    from chatling.errors import StoreError
 
     with pytest.raises(StoreError, match="no such database"):
         RunLog(tmp_path / "none.sqlite")

@@ -8,10 +8,9 @@ import random
 
 import pytest
 
-from bot.errors import ConfigError
-from bot.events import ChatMessage
-from tests.conftest import SHARED, require_shared
-from training.align import (
+from chatling.errors import ConfigError
+from chatling.events import ChatMessage
+from chatling.training.align import (
     AlignOptions,
     Segment,
     TranscriptIndex,
@@ -20,6 +19,7 @@ from training.align import (
     align_naive,
     spread_words,
 )
+from tests.conftest import SHARED, require_shared
 
 SEGMENTS = [
     Segment(0.0, 3.0, "a1 a2 a3", (Word(0, 1, "a1"), Word(1, 2, "a2"), Word(2, 3, "a3"))),

@@ -1,7 +1,7 @@
 """Architecture rules as code: the import contracts in ``pyproject.toml``.
 
 ``lint-imports`` (import-linter, on grimp's import graph, which includes the
-imports made inside functions) checks that the product (``bot``,
+imports made inside functions) checks that the product (``chatling``,
 ``training``) never imports the tests, benchmarks, scripts or dev tools, and
 that the dev tools import none of those either. The second test shows the
 checker would catch a break: a contract the tree is known to break (the CLI's
@@ -15,7 +15,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from bot.settings import PROJECT_ROOT
+from chatling.settings import PROJECT_ROOT
 
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
@@ -40,16 +40,16 @@ def test_a_function_level_import_that_breaks_a_contract_is_caught(tmp_path) -> N
     config = tmp_path / "contracts.toml"
     config.write_text(
         "[tool.importlinter]\n"
-        'root_packages = ["bot", "training"]\n'
+        'root_packages = ["chatling"]\n'
         "[[tool.importlinter.contracts]]\n"
         'name = "probe"\n'
         'type = "forbidden"\n'
-        'source_modules = ["bot.cli"]\n'
-        'forbidden_modules = ["training"]\n'
+        'source_modules = ["chatling.cli"]\n'
+        'forbidden_modules = ["chatling.training"]\n'
     )
     result = _lint("--config", str(config))
     assert result.returncode != 0
-    assert "bot.cli -> training." in result.stdout
+    assert "chatling.cli -> chatling.training." in result.stdout
 
 
 def test_dev_tools_are_not_in_the_installed_package() -> None:

@@ -1,4 +1,4 @@
-"""Tests for bot.chatlog: each format and variant read from a real small file,
+"""Tests for chatling.chatlog: each format and variant read from a real small file,
 the real Northernlion v5 log when /work/shared is present, and every kind of bad
 file turned into a ChatLogError that names the file.
 
@@ -16,16 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from bot.chatlog import (
+from chatling.chatlog import (
     FORMATS,
     ChatLogInfo,
     detect_format,
     inspect_chat_log,
     read_chat_log,
 )
-from bot.chatlog.base import HEAD_BYTES
-from bot.errors import ChatlingError, ChatLogError
-from bot.events import ChatMessage
+from chatling.chatlog.base import HEAD_BYTES
+from chatling.errors import ChatlingError, ChatLogError
+from chatling.events import ChatMessage
 
 DATA = Path(__file__).resolve().parent / "data" / "chatlogs"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -119,7 +119,7 @@ def test_twitchdownloader_newer_version_warns_and_reads(
     data["FileInfo"]["Version"] = "2.0.0"
     path = tmp_path / "td-2.json"
     path.write_text(json.dumps(data))
-    with caplog.at_level(logging.WARNING, logger="bot.chatlog"):
+    with caplog.at_level(logging.WARNING, logger="chatling.chatlog"):
         assert len(read_chat_log(path)) == 4
     assert "2.0.0" in caplog.text
 
@@ -137,7 +137,7 @@ def test_v5_object_and_bare_array_agree() -> None:
 
 
 def test_chat_downloader_json_and_jsonl_agree(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="bot.chatlog"):
+    with caplog.at_level(logging.INFO, logger="chatling.chatlog"):
         messages = read_chat_log(DATA / "chat-downloader-vod.json")
     assert "1 resubscription items" in caplog.text  # skipped and counted, not an error
     assert read_chat_log(DATA / "chat-downloader-vod.jsonl") == messages

@@ -1,4 +1,4 @@
-"""Tests for the text and archive chat-log formats of bot.chatlog: TwitchDownloader text
+"""Tests for the text and archive chat-log formats of chatling.chatlog: TwitchDownloader text
 (Relative, Utc, UtcFull, None), justlog/rustlog (raw IRC, plain text, JSON) and Chatterino;
 that every fixture is claimed by exactly one reader; wall-clock times and the stream start;
 moderation actions; ``inspect``; and hostile files (binary, a 50 MB line, broken JSON).
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.chatlog import (
+from chatling.chatlog import (
     REGISTRY,
     ChatLogInfo,
     ModerationEvent,
@@ -30,12 +30,12 @@ from bot.chatlog import (
     read_chat_log,
     read_chat_log_full,
 )
-from bot.chatlog.base import HEAD_BYTES, read_head
-from bot.chatlog.inspect_cmd import hms, inspect_lines
-from bot.chatlog.irc import parse_irc, unescape_tag
-from bot.chatlog.lines import MAX_LINE_CHARS
-from bot.errors import ChatlingError, ChatLogError
-from bot.events import ChatMessage
+from chatling.chatlog.base import HEAD_BYTES, read_head
+from chatling.chatlog.inspect_cmd import hms, inspect_lines
+from chatling.chatlog.irc import parse_irc, unescape_tag
+from chatling.chatlog.lines import MAX_LINE_CHARS
+from chatling.errors import ChatlingError, ChatLogError
+from chatling.events import ChatMessage
 
 DATA = Path(__file__).resolve().parent / "data" / "chatlogs"
 START = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from bot.settings import PROJECT_ROOT
+from chatling.settings import PROJECT_ROOT
 
 CLIP = PROJECT_ROOT / "data" / "demo" / "clip.opus"
 CLIP_CHAT = PROJECT_ROOT / "data" / "demo" / "clip_chat.json"
@@ -24,7 +24,7 @@ def chatling(
     *args: str, env: dict[str, str] | None = None, cwd=None
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
+        [sys.executable, "-m", "chatling", *args],
         capture_output=True,
         text=True,
         timeout=120,

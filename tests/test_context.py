@@ -1,4 +1,4 @@
-"""Tests of the rolling context and prompt trimming (bot/context.py)."""
+"""Tests of the rolling context and prompt trimming (chatling/context.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from bot.context import ContextSnapshot, RollingContext, format_line, trim_to_budget
-from bot.errors import ConfigError
-from bot.events import ChatMessage, Utterance
+from chatling.context import ContextSnapshot, RollingContext, format_line, trim_to_budget
+from chatling.errors import ConfigError
+from chatling.events import ChatMessage, Utterance
 
 
 def words(text: str) -> int:

@@ -1,4 +1,4 @@
-"""Contrast pairs (``training.contrast``) and ``chatling contrast`` on the packaged model.
+"""Contrast pairs (``chatling.training.contrast``) and ``chatling contrast`` on the packaged model.
 
 The draw is checked on hand-made streams where the right answer is known: what
 may be rejected (only messages of other moments), which kinds, in which order,
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import ConfigError
-from bot.safety import dedupe_key
+from chatling.errors import ConfigError
+from chatling.safety import dedupe_key
+from chatling.training.contrast import ContrastConfig, contrast_pairs, draw_negatives
+from chatling.training.pairs import Pair
 from tests.test_train import make_pairs, tiny_preset, write_pairs
-from training.contrast import ContrastConfig, contrast_pairs, draw_negatives
-from training.pairs import Pair
 
 
 def stream(source: str, texts: list[str], step: float = 10.0) -> list[Pair]:
@@ -69,9 +69,9 @@ def test_negatives_come_from_other_moments_in_kind_order_and_reproducibly() -> N
 
 
 def test_contrast_pairs_use_the_live_prompt_and_the_real_message_as_chosen() -> None:
-    from bot.prompt import PromptBuilder
-    from bot.settings import ReplySettings
-    from training.pairs import render_prompt
+    from chatling.prompt import PromptBuilder
+    from chatling.settings import ReplySettings
+    from chatling.training.pairs import render_prompt
 
     builder = PromptBuilder(ReplySettings(), lambda text: len(text.split()))
     pairs = stream("a", TEXTS)
@@ -85,8 +85,8 @@ def test_contrast_pairs_use_the_live_prompt_and_the_real_message_as_chosen() -> 
 
 
 def test_a_stream_shorter_than_the_gap_gives_a_clear_error() -> None:
-    from bot.prompt import PromptBuilder
-    from bot.settings import ReplySettings
+    from chatling.prompt import PromptBuilder
+    from chatling.settings import ReplySettings
 
     builder = PromptBuilder(ReplySettings(), lambda text: len(text.split()))
     with pytest.raises(ConfigError, match="gap"):
@@ -99,8 +99,8 @@ def test_a_stream_shorter_than_the_gap_gives_a_clear_error() -> None:
 def test_chatling_contrast_trains_a_dpo_adapter_from_the_sft_one(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from bot.cli import main
-    from training.train import METADATA_FILE, TrainRequest, train
+    from chatling.cli import main
+    from chatling.training.train import METADATA_FILE, TrainRequest, train
 
     pairs = make_pairs(8, seed=4)
     data = write_pairs(tmp_path / "pairs", pairs)

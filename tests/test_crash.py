@@ -4,7 +4,7 @@ The main test runs the real ``chatling replay`` (real vLLM engine, packaged
 model, the demo clip) as a subprocess, SIGKILLs it once the engine's
 EngineCore and Worker processes serve the replay, and checks that no process
 of its tree is alive 10 s later, and that the next start closes the stream
-the kill left open. The other tests drive ``bot.procwatch`` with real
+the kill left open. The other tests drive ``chatling.procwatch`` with real
 processes (``sleep`` as the owner) in well under a second each.
 Run: ``.venv/bin/python -m pytest -q tests/test_crash.py``
 """
@@ -23,9 +23,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bot import procwatch
-from bot.settings import PROJECT_ROOT
-from bot.store import Store
+from chatling import procwatch
+from chatling.settings import PROJECT_ROOT
+from chatling.store import Store
 
 CLIP = PROJECT_ROOT / "data" / "demo" / "clip.opus"
 CLIP_CHAT = PROJECT_ROOT / "data" / "demo" / "clip_chat.json"
@@ -132,7 +132,7 @@ def test_an_engine_process_and_its_children_die_with_the_owner(tmp_path: Path) -
 
 
 def test_vllm_finds_the_plugin_from_the_repository_root() -> None:
-    """``python -m bot`` runs with the repository root first on sys.path, where a stale
+    """``python -m chatling`` runs with the repository root first on sys.path, where a stale
     ``chatling.egg-info`` would hide the installed entry points from vLLM."""
     code = (
         "from importlib.metadata import entry_points\n"
@@ -141,7 +141,7 @@ def test_vllm_finds_the_plugin_from_the_repository_root() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
     )
-    assert "bot.procwatch:register" in out.stdout, (
+    assert "chatling.procwatch:register" in out.stdout, (
         "vLLM will not load chatling's plugin: reinstall (`pip install -e .`) and keep "
         "chatling.egg-info/entry_points.txt in step with pyproject.toml"
     )
@@ -169,7 +169,7 @@ async def test_sigkilled_replay_leaves_no_engine_process_and_its_stream_is_close
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "killed.sqlite"
-    argv = [sys.executable, "-m", "bot", "--env-file", "/nonexistent/.env", "replay"]
+    argv = [sys.executable, "-m", "chatling", "--env-file", "/nonexistent/.env", "replay"]
     argv += ["--audio", str(CLIP), "--chat", str(CLIP_CHAT), "--db", str(db), "--quiet"]
     out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
     with out.open("w") as stdout, err.open("w") as stderr:

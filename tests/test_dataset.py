@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import AudioError, InputFileError
-from bot.events import ChatMessage, Reply, Utterance
-from bot.safety import SafetyFilter
-from bot.settings import PROJECT_ROOT
-from bot.store import Store
-from training.align import AlignOptions, Segment
-from training.data_cli import main as data_main
-from training.dataset import (
+from chatling.errors import AudioError, InputFileError
+from chatling.events import ChatMessage, Reply, Utterance
+from chatling.safety import SafetyFilter
+from chatling.settings import PROJECT_ROOT
+from chatling.store import Store
+from chatling.training.align import AlignOptions, Segment
+from chatling.training.data_cli import main as data_main
+from chatling.training.dataset import (
     DatasetError,
     SourceInfo,
     load_pairs,
@@ -34,9 +34,9 @@ from training.dataset import (
     split_pairs,
     write_source,
 )
-from training.filters import FilterOptions, FilterReport, Removed, make_pairs, select
-from training.pairs import Pair
-from training.vod import read_transcript_file
+from chatling.training.filters import FilterOptions, FilterReport, Removed, make_pairs, select
+from chatling.training.pairs import Pair
+from chatling.training.vod import read_transcript_file
 
 DEMO = PROJECT_ROOT / "data" / "demo"
 
@@ -87,7 +87,7 @@ def test_make_pairs_aligns_only_kept_targets_against_context() -> None:
 
 
 def test_filter_options_from_settings_include_this_bot_and_known_bots() -> None:
-    from bot.settings import Settings
+    from chatling.settings import Settings
 
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     settings.twitch.bot_login = "MyBotAccount"
@@ -141,7 +141,7 @@ def test_replacing_by_content_under_a_new_name_removes_the_old_file(tmp_path: Pa
 
 
 def test_arrow_schema_is_the_datasets_features_schema() -> None:
-    from training.dataset import arrow_schema, features
+    from chatling.training.dataset import arrow_schema, features
 
     expected = features().arrow_schema
     assert arrow_schema().equals(expected, check_metadata=True)
@@ -242,7 +242,7 @@ def test_bad_transcript_files_name_the_file_and_place(
 def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "training.data_cli", "--env-file", "/nonexistent", *argv],
+        [sys.executable, "-m", "chatling.training.data_cli", "--env-file", "/nonexistent", *argv],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,
@@ -298,8 +298,8 @@ def test_transcribe_vod_caches_by_content_model_and_options(
     tmp_path: Path, whisper_model: object
 ) -> None:
     """Real Whisper base on the demo clip (28 s); the cache hit runs no model at all."""
-    from bot.settings import AudioSettings
-    from training.vod import VodOptions, transcribe_vod
+    from chatling.settings import AudioSettings
+    from chatling.training.vod import VodOptions, transcribe_vod
 
     options = VodOptions.from_settings(AudioSettings())
     first = transcribe_vod(DEMO / "clip.opus", options, model=whisper_model,
@@ -427,7 +427,7 @@ def _ingest(*argv: str) -> int:
     """The ingest handler itself, so the error's type is seen, not its printed line."""
     import argparse
 
-    from training.data_cli import add_data_commands
+    from chatling.training.data_cli import add_data_commands
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--env-file", default="/nonexistent/.env")
@@ -524,7 +524,7 @@ async def test_from_db_leaves_out_deleted_and_bad_marked_and_learns_good_bot_pos
 async def test_from_db_reads_a_version_1_log_without_marks(tmp_path: Path) -> None:
     import aiosqlite
 
-    from bot.store.migrations import load_migrations, migrate
+    from chatling.store.migrations import load_migrations, migrate
 
     db = tmp_path / "old.sqlite"
     async with aiosqlite.connect(db, isolation_level=None) as conn:

@@ -22,8 +22,8 @@ import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 
-from bot.context import ContextSnapshot
-from bot.discord_bot import (
+from chatling.context import ContextSnapshot
+from chatling.discord_bot import (
     ENGINE_ERROR_TEXT,
     ERROR_TEXT,
     Cooldowns,
@@ -31,13 +31,13 @@ from bot.discord_bot import (
     cooldown_text,
     reaction_mark,
 )
-from bot.errors import ConfigError, EngineError
-from bot.events import ChatMessage, Utterance
-from bot.prompt import PromptBuilder
-from bot.responder import FALLBACK_TEXT, Answer, ChatResponder
-from bot.safety import SafetyFilter
-from bot.settings import DiscordSettings, ReplySettings
-from bot.store import Store
+from chatling.errors import ConfigError, EngineError
+from chatling.events import ChatMessage, Utterance
+from chatling.prompt import PromptBuilder
+from chatling.responder import FALLBACK_TEXT, Answer, ChatResponder
+from chatling.safety import SafetyFilter
+from chatling.settings import DiscordSettings, ReplySettings
+from chatling.store import Store
 from devtools.fakes.discord_server import EPHEMERAL, MANAGE_MESSAGES, FakeDiscord, Request
 
 GUILD = 777_000_111

@@ -1,6 +1,6 @@
 """The preference step: marks in the real SQLite log -> pairs -> trl DPO of a real adapter.
 
-Everything is real: ``bot.store.Store`` writes the log that
+Everything is real: ``chatling.store.Store`` writes the log that
 ``preference_pairs_from_db`` reads; the packaged SmolLM2-135M-Instruct gets a
 tiny SFT adapter (2 steps of ``chatling train``) and trl's DPO trains it on six
 hand-made pairs rendered with the live prompt builder. The DPO run is done
@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from bot.errors import ConfigError
-from bot.events import Candidate, ChatMessage, Reply
-from bot.settings import ReplySettings
+from chatling.errors import ConfigError
+from chatling.events import Candidate, ChatMessage, Reply
+from chatling.settings import ReplySettings
+from chatling.training.preference import PreferencePair, live_system_prompt
 from tests.test_train import make_pairs, tiny_preset, write_pairs
-from training.preference import PreferencePair, live_system_prompt
 
 DPO_STEPS = 4
 # Same contexts, two tones: the marks prefer the friendly reply.
@@ -38,8 +38,8 @@ REPLIES = [
 
 def hand_made_pairs(tokenizer: Any) -> list[PreferencePair]:
     """Six pairs on the live prompt of test contexts (``render_prompt``, as SFT renders)."""
-    from training.collate import prompt_builder
-    from training.pairs import render_prompt
+    from chatling.training.collate import prompt_builder
+    from chatling.training.pairs import render_prompt
 
     builder = prompt_builder(tokenizer)
     pairs = []
@@ -62,8 +62,8 @@ def bot_reply(offset: float, text: str, prompt: str, **kw: Any) -> Reply:
 
 
 async def test_marks_resolve_to_bot_replies_and_the_latest_mark_wins(tmp_path: Path) -> None:
-    from bot.store import Store
-    from training.preference import preference_pairs_from_db
+    from chatling.store import Store
+    from chatling.training.preference import preference_pairs_from_db
 
     now = [0.0]
     path = tmp_path / "chatling.sqlite"
@@ -141,7 +141,7 @@ async def test_marks_resolve_to_bot_replies_and_the_latest_mark_wins(tmp_path: P
 
 
 def test_a_mark_matches_the_posted_text_with_a_leading_mention() -> None:
-    from training.preference import same_text
+    from chatling.training.preference import same_text
 
     assert same_text("gg nice run", " gg nice run ")
     assert same_text("gg nice run", "@viewer gg nice run")
@@ -152,10 +152,10 @@ def test_a_mark_matches_the_posted_text_with_a_leading_mention() -> None:
 def test_too_few_pairs_skip_the_step_with_a_log_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from training.dpo import maybe_train_dpo
+    from chatling.training.dpo import maybe_train_dpo
 
     pair = PreferencePair("s", "u", "a", "b", 1, 1, 1, (1,))
-    with caplog.at_level(logging.INFO, logger="training.dpo"):
+    with caplog.at_level(logging.INFO, logger="chatling.training.dpo"):
         out = maybe_train_dpo(tmp_path / "no-adapter", [pair] * 3, tmp_path / "out", tiny_preset())
     assert out is None and not (tmp_path / "out").exists()
     assert "preference step skipped: 3 marked pairs, fewer than min_preference_pairs=8" in (
@@ -170,7 +170,7 @@ def test_too_few_pairs_skip_the_step_with_a_log_line(
 def tokenizer() -> Any:
     from transformers import AutoTokenizer
 
-    from bot.settings import DEFAULT_MODEL_DIR
+    from chatling.settings import DEFAULT_MODEL_DIR
 
     if not (DEFAULT_MODEL_DIR / "config.json").exists():
         pytest.fail("packaged models are not provisioned: run `make test` (or `make setup`)")
@@ -180,8 +180,8 @@ def tokenizer() -> Any:
 def test_dpo_sees_the_prompt_the_live_engine_sends(tokenizer: Any) -> None:
     from types import SimpleNamespace
 
-    from bot.engine import VllmEngine
-    from training.preference import encode_preference
+    from chatling.engine import VllmEngine
+    from chatling.training.preference import encode_preference
 
     # render only reads .tokenizer: the ids the live engine would send for this prompt.
     live = SimpleNamespace(tokenizer=tokenizer)
@@ -202,7 +202,7 @@ def test_dpo_sees_the_prompt_the_live_engine_sends(tokenizer: Any) -> None:
 @pytest.fixture(scope="module")
 def sft_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two SFT steps at a high rate: an adapter measurably unlike the base."""
-    from training.train import TrainRequest, train
+    from chatling.training.train import TrainRequest, train
 
     root = tmp_path_factory.mktemp("sft")
     data = write_pairs(root / "pairs", make_pairs(8, seed=4))
@@ -216,7 +216,7 @@ def dpo_run(
 ) -> tuple[Path, list[PreferencePair], list[dict[str, Any]]]:
     from transformers import TrainerCallback
 
-    from training.dpo import train_dpo
+    from chatling.training.dpo import train_dpo
 
     records: list[dict[str, Any]] = []
 
@@ -265,7 +265,7 @@ def test_dpo_writes_provenance_and_trains_against_the_sft_adapter(
 ) -> None:
     import hashlib
 
-    from training.train import METADATA_FILE
+    from chatling.training.train import METADATA_FILE
 
     out, pairs, logs = dpo_run
     sft_meta = json.loads((sft_adapter / METADATA_FILE).read_text())
@@ -299,8 +299,8 @@ def test_dpo_widens_the_preference_margin_on_its_pairs(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from bot.settings import DEFAULT_MODEL_DIR
-    from training.preference import preference_margins
+    from chatling.settings import DEFAULT_MODEL_DIR
+    from chatling.training.preference import preference_margins
 
     out, pairs, _ = dpo_run
     base = AutoModelForCausalLM.from_pretrained(DEFAULT_MODEL_DIR, dtype=torch.bfloat16)
@@ -329,7 +329,7 @@ def test_a_failed_dpo_run_leaves_no_output(
 ) -> None:
     from transformers import TrainerCallback
 
-    from training.dpo import train_dpo
+    from chatling.training.dpo import train_dpo
 
     class Crash(TrainerCallback):
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:

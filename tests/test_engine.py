@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.engine import SamplingOptions, resolve_model
-from bot.errors import ModelError
-from bot.settings import DEFAULT_MODEL_DIR
+from chatling.engine import SamplingOptions, resolve_model
+from chatling.errors import ModelError
+from chatling.settings import DEFAULT_MODEL_DIR
 
 pytestmark = [pytest.mark.engine]
 

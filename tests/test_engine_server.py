@@ -28,12 +28,12 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from bot.engine import SamplingOptions, VllmEngine
-from bot.engine_server import Backoff, ServerEngine
-from bot.errors import EngineError, ModelError
-from bot.serve import ServerProcess
-from bot.server_wire import completion_body
-from bot.settings import DEFAULT_MODEL_DIR, ModelSettings
+from chatling.engine import SamplingOptions, VllmEngine
+from chatling.engine_server import Backoff, ServerEngine
+from chatling.errors import EngineError, ModelError
+from chatling.serve import ServerProcess
+from chatling.server_wire import completion_body
+from chatling.settings import DEFAULT_MODEL_DIR, ModelSettings
 from tests.conftest import require_models
 
 pytestmark = [pytest.mark.engine]
@@ -51,8 +51,8 @@ def _free_port() -> int:
 
 def _train_cpu_tiny_adapter(root: Path) -> Path:
     """One step of the ``cpu-tiny`` preset on the test pairs (what tests/test_train trains)."""
+    from chatling.training.train import TrainRequest, train
     from tests.test_train import make_pairs, tiny_preset, write_pairs
-    from training.train import TrainRequest, train
 
     data = write_pairs(root / "pairs", make_pairs(4, seed=4))
     preset = tiny_preset(steps=1, batch_size=1, max_length=256, lr=5e-3, save_steps=100)
@@ -136,14 +136,14 @@ def test_every_sampling_option_reaches_the_server() -> None:
 
 
 def test_chatling_serve_help_and_command_line(capsys: pytest.CaptureFixture[str]) -> None:
-    from bot.cli import main
+    from chatling.cli import main
 
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     assert "--tensor-parallel-size" in capsys.readouterr().out
     env = {"CHATLING_MODEL__SERVER_API_KEY": "s3cret", "CHATLING_MODEL__MAX_MODEL_LEN": "1024"}
     out = subprocess.run(
-        [sys.executable, "-m", "bot", "serve", "--print", "--tensor-parallel-size", "2",
+        [sys.executable, "-m", "chatling", "serve", "--print", "--tensor-parallel-size", "2",
          "--port", "9001", "--", "--served-model-name", "x"],
         capture_output=True, text=True, env={**os.environ, **env}, check=True,
     ).stdout  # fmt: skip
@@ -246,8 +246,8 @@ async def test_adapter_loads_at_run_time_switches_and_rolls_back(
     served: tuple[ServerProcess, Path], server_engine: ServerEngine, tmp_path: Path
 ) -> None:
     """The adapter watcher promotes two versions and rolls one back, all on the server."""
-    from bot.adapter_watch import AdapterWatcher
-    from bot.adapters import AdapterRegistry
+    from chatling.adapter_watch import AdapterWatcher
+    from chatling.adapters import AdapterRegistry
 
     server, trained = served
     ids = _prompt(server_engine)
@@ -290,8 +290,8 @@ async def test_gate_samples_a_candidate_on_the_server_and_unloads_it(
 ) -> None:
     """The nightly gate's sampling with ``backend=server``: the candidate is loaded for it
     and unloaded after; the adapter the bot serves stays loaded when it is the one sampled."""
-    from bot.engine_server import sample_texts
-    from bot.server_wire import adapter_model_name
+    from chatling.engine_server import sample_texts
+    from chatling.server_wire import adapter_model_name
 
     server, trained = served
     candidate = tmp_path / "candidate"

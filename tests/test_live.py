@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from bot.settings import PROJECT_ROOT
+from chatling.settings import PROJECT_ROOT
 from devtools.fakes.twitch_server import FakeTwitch
 from devtools.pulse import PulseServer, play, pulse_missing
 from tests.conftest import SPEECH, require_shared
@@ -73,7 +73,7 @@ async def test_chatling_run_live_then_sigterm(tmp_path) -> None:
         log = tmp_path / "chatling-run.log"
         log_file = open(log, "w")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bot", "--env-file", env_file, "run", "--no-chat"],
+            [sys.executable, "-m", "chatling", "--env-file", env_file, "run", "--no-chat"],
             cwd=PROJECT_ROOT,
             env={**pulse_env, "PYTHONUNBUFFERED": "1"},
             stdout=log_file,
@@ -113,7 +113,7 @@ async def test_chatling_run_live_then_sigterm(tmp_path) -> None:
             try:
                 await asyncio.to_thread(proc.wait, 120)
             except subprocess.TimeoutExpired:
-                # The bot logs what it still waits for after 45 s (bot.shutdown_watch).
+                # The bot logs what it still waits for after 45 s (chatling.shutdown_watch).
                 pytest.fail(f"chatling run did not stop within 120 s:\n{log.read_text()[-8000:]}")
         finally:
             if proc.poll() is None:

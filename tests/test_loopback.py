@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.clock import StreamClock
-from bot.events import Utterance
-from bot.sources.loopback import (
+from chatling.clock import StreamClock
+from chatling.events import Utterance
+from chatling.sources.loopback import (
     CaptureOptions,
     CaptureStats,
     _Backlog,
@@ -40,14 +40,14 @@ from bot.sources.loopback import (
     list_devices,
     reopen_delay,
 )
-from bot.transcribe import StreamingTranscriber, TranscriberOptions
+from chatling.transcribe import StreamingTranscriber, TranscriberOptions
 from devtools.pulse import PulseServer, play, pulse_missing
 from tests.conftest import SPEECH, require_shared
 from tests.test_transcribe import normalise, word_error_rate
 
 HANG_GUARD_S = 240.0
 """Only against hangs: a loaded 2-core machine may transcribe slowly."""
-LOGGER = "bot.sources.loopback"
+LOGGER = "chatling.sources.loopback"
 CLIP_A, CLIP_B = "ljspeech/LJ001-0004.wav", "ljspeech/LJ001-0003.wav"
 """Played before and after the daemon restart."""
 

@@ -24,16 +24,16 @@ from typing import Any
 import psutil
 import pytest
 
-from bot.adapter_watch import AdapterWatcher
-from bot.adapters import AdapterRegistry
-from bot.prompt import PromptBuilder
-from bot.responder import ChatResponder
-from bot.safety import SafetyFilter
-from bot.settings import Settings, load_settings
-from bot.store import Store
+from chatling.adapter_watch import AdapterWatcher
+from chatling.adapters import AdapterRegistry
+from chatling.prompt import PromptBuilder
+from chatling.responder import ChatResponder
+from chatling.safety import SafetyFilter
+from chatling.settings import Settings, load_settings
+from chatling.store import Store
+from chatling.training.gate import GateOptions, decide
+from chatling.training.nightly import NightlyConfig, run_nightly, score_adapter
 from devtools.demo_log import write_demo_log
-from training.gate import GateOptions, decide
-from training.nightly import NightlyConfig, run_nightly, score_adapter
 
 pytestmark = [pytest.mark.slow]
 
@@ -164,7 +164,7 @@ def _scaled_copy(source: Path, out: Path, factor: float) -> None:
 
 
 def _held_out(config: NightlyConfig, outcome: Any) -> list[Any]:
-    from training.evaluate import CandidateSets
+    from chatling.training.evaluate import CandidateSets
 
     sets, _ = CandidateSets.load(outcome.run_dir / "eval" / "candidates.json")
     return list(sets.points)
@@ -188,7 +188,7 @@ async def test_killed_training_leaves_the_serving_adapter(
         while time.monotonic() < deadline and not killed:
             for child in me.children(recursive=True):
                 with contextlib.suppress(psutil.Error):
-                    if "training.train_cli" in " ".join(child.cmdline()):
+                    if "chatling.training.train_cli" in " ".join(child.cmdline()):
                         log = next(config.runs_dir.glob("run-*/train.log"), None)
                         if log is not None and "step" in log.read_text(errors="replace"):
                             os.kill(child.pid, signal.SIGKILL)
@@ -216,8 +216,8 @@ async def test_killed_training_leaves_the_serving_adapter(
 async def test_scheduler_skips_while_live_and_runs_when_offline(tmp_path: Path) -> None:
     from apscheduler.triggers.date import DateTrigger
 
-    from bot.nightly_schedule import NightlyScheduler
-    from bot.settings import ScheduleSettings
+    from chatling.nightly_schedule import NightlyScheduler
+    from chatling.settings import ScheduleSettings
 
     live = [True]
     done = tmp_path / "ran"
@@ -245,7 +245,7 @@ async def test_scheduled_retrain_inside_chatling_run_keeps_chatting(
 
     from apscheduler.triggers.date import DateTrigger
 
-    from bot.live import run_live
+    from chatling.live import run_live
     from devtools.fakes.twitch_server import FakeTwitch
 
     db = tmp_path / "live.sqlite"
@@ -298,7 +298,7 @@ async def test_scheduled_retrain_inside_chatling_run_keeps_chatting(
                 assert not run.done(), run
                 assert time.monotonic() < deadline, "the scheduled retrain never promoted"
                 training = any(
-                    "training.train_cli" in " ".join(c.cmdline())
+                    "chatling.training.train_cli" in " ".join(c.cmdline())
                     for c in psutil.Process().children(recursive=True)
                     if c.is_running()
                 )
@@ -350,7 +350,7 @@ async def test_dpo_step_on_marked_pairs_changes_the_adapter_and_is_gated(
     reaches the gate (and the registry, if promoted) is the DPO adapter."""
     from safetensors.torch import load_file
 
-    from bot.events import Reply
+    from chatling.events import Reply
 
     config = nightly_config(tmp_path, min_preference_pairs=4)
     await write_demo_log(config.db_path)

@@ -1,4 +1,4 @@
-"""Tests of the reply policy (bot/policy.py): when the bot speaks, and to whom."""
+"""Tests of the reply policy (chatling/policy.py): when the bot speaks, and to whom."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import ConfigError
-from bot.events import ChatMessage
-from bot.policy import MAX_PENDING, Decision, PolicyState, ReplyPolicy, quiet_jitter
-from bot.settings import ReplySettings
+from chatling.errors import ConfigError
+from chatling.events import ChatMessage
+from chatling.policy import MAX_PENDING, Decision, PolicyState, ReplyPolicy, quiet_jitter
+from chatling.settings import ReplySettings
 
 SETTINGS = ReplySettings(
     bot_name="chatling",

@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 
-from bot.app import build_limiter, build_safety
-from bot.clock import StreamClock
-from bot.display import Display
-from bot.events import ChatMessage, Utterance
-from bot.pipeline import EndOfStream, Pipeline, PipelineParts
-from bot.prompt import PromptBuilder
-from bot.settings import Settings
-from bot.sinks import TerminalSink
-from bot.store import Store
+from chatling.app import build_limiter, build_safety
+from chatling.clock import StreamClock
+from chatling.display import Display
+from chatling.events import ChatMessage, Utterance
+from chatling.pipeline import EndOfStream, Pipeline, PipelineParts
+from chatling.prompt import PromptBuilder
+from chatling.settings import Settings
+from chatling.sinks import TerminalSink
+from chatling.store import Store
 
 pytestmark = [pytest.mark.slow]
 

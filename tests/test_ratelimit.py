@@ -1,4 +1,4 @@
-"""Tests of the chat rate limiter (bot/ratelimit.py): never over the limit."""
+"""Tests of the chat rate limiter (chatling/ratelimit.py): never over the limit."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from bot.errors import ConfigError
-from bot.ratelimit import RateLimiter, TokenBucket, for_role
-from bot.settings import ReplySettings
+from chatling.errors import ConfigError
+from chatling.ratelimit import RateLimiter, TokenBucket, for_role
+from chatling.settings import ReplySettings
 
 
 def max_in_any_window(grants: list[float], window_s: float) -> int:

@@ -14,10 +14,10 @@ import sqlite3
 
 import pytest
 
-from bot.app import ReplayRequest, build_safety, replay
-from bot.chatlog import read_chat_log
-from bot.display import Display
-from bot.settings import PROJECT_ROOT, Settings
+from chatling.app import ReplayRequest, build_safety, replay
+from chatling.chatlog import read_chat_log
+from chatling.display import Display
+from chatling.settings import PROJECT_ROOT, Settings
 
 CLIP = PROJECT_ROOT / "data" / "demo" / "clip.opus"
 CLIP_CHAT = PROJECT_ROOT / "data" / "demo" / "clip_chat.json"

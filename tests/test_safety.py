@@ -1,4 +1,4 @@
-"""Tests of the safety filter (bot/safety.py) with the shipped block list."""
+"""Tests of the safety filter (chatling/safety.py) with the shipped block list."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import ConfigError, InputFileError
-from bot.events import ChatMessage
-from bot.safety import SafetyFilter, Verdict, clean, contains_link, load_blocked_terms
-from bot.settings import PROJECT_ROOT, ReplySettings
+from chatling.errors import ConfigError, InputFileError
+from chatling.events import ChatMessage
+from chatling.safety import SafetyFilter, Verdict, clean, contains_link, load_blocked_terms
+from chatling.settings import PROJECT_ROOT, ReplySettings
 
 BLOCK_LIST = PROJECT_ROOT / "prompts" / "blocked_terms.txt"
 
@@ -275,11 +275,11 @@ def test_prompt_injection_output_is_still_filtered(shipped: SafetyFilter) -> Non
 def test_every_verdict_is_logged_without_the_term_list(
     shipped: SafetyFilter, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="bot.safety"):
+    with caplog.at_level(logging.INFO, logger="chatling.safety"):
         check(shipped, "hello chat")
         check(shipped, "you f4g")
         check(shipped, "!ban bob")
-    messages = [r.getMessage() for r in caplog.records if r.name == "bot.safety"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "chatling.safety"]
     assert len(messages) == 3
     assert "ok" in messages[0]
     assert "blocked_term:fag" in messages[1]

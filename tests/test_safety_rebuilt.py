@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.chatlog import read_chat_log
-from bot.events import ChatMessage
-from bot.safety import SafetyFilter, Verdict, load_blocked_terms
-from bot.safety_learned import offensive_score
-from bot.settings import PROJECT_ROOT, ReplySettings
+from chatling.chatlog import read_chat_log
+from chatling.events import ChatMessage
+from chatling.safety import SafetyFilter, Verdict, load_blocked_terms
+from chatling.safety_learned import offensive_score
+from chatling.settings import PROJECT_ROOT, ReplySettings
 
 CORPUS = PROJECT_ROOT / "tests" / "data" / "safety_corpus.txt"
 BLOCK_LIST = PROJECT_ROOT / "prompts" / "blocked_terms.txt"
@@ -188,7 +188,7 @@ def test_content_rules_block_little_real_chat(shipped: SafetyFilter) -> None:
 
 def _cli(args: list[str], stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bot", "safety", "check", *args],
+        [sys.executable, "-m", "chatling", "safety", "check", *args],
         input=stdin, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120, check=False,
     )  # fmt: skip
 
@@ -235,9 +235,9 @@ def test_recent_chat_copy_is_still_the_duplicate_rule(shipped: SafetyFilter) -> 
 
 @pytest.mark.parametrize("form", ["log", "chat"])
 def test_prompt_from_the_shipped_templates_echo_and_chat(form: str) -> None:
-    from bot.context import ContextSnapshot
-    from bot.events import Utterance
-    from bot.prompt import PromptBuilder
+    from chatling.context import ContextSnapshot
+    from chatling.events import Utterance
+    from chatling.prompt import PromptBuilder
 
     settings = ReplySettings(prompt_form=form)
     f = SafetyFilter.from_settings(settings)

@@ -1,4 +1,4 @@
-"""The slow-stop report and the second-signal hurry of ``chatling run`` (bot.shutdown_watch).
+"""The slow-stop report and the second-signal hurry of ``chatling run`` (chatling.shutdown_watch).
 
 Real asyncio tasks and a real (short) grace period; the live test
 (tests/test_live.py) covers a real SIGTERM of the whole bot.
@@ -10,14 +10,14 @@ import asyncio
 import faulthandler
 import logging
 
-from bot.shutdown_watch import ShutdownWatch
+from chatling.shutdown_watch import ShutdownWatch
 
 
 async def test_first_request_reports_pending_tasks_after_grace(caplog) -> None:
     hurried: list[bool] = []
     watch = ShutdownWatch(hurry=lambda: hurried.append(True), grace_s=0.2)
     stuck = asyncio.create_task(asyncio.sleep(30), name="stuck-reply")
-    caplog.set_level(logging.WARNING, logger="bot.shutdown_watch")
+    caplog.set_level(logging.WARNING, logger="chatling.shutdown_watch")
     try:
         watch.request()
         assert watch.requested and not hurried
@@ -34,7 +34,7 @@ async def test_first_request_reports_pending_tasks_after_grace(caplog) -> None:
 async def test_second_request_hurries_once_and_close_stops_the_report(caplog) -> None:
     hurried: list[bool] = []
     watch = ShutdownWatch(hurry=lambda: hurried.append(True), grace_s=0.2)
-    caplog.set_level(logging.WARNING, logger="bot.shutdown_watch")
+    caplog.set_level(logging.WARNING, logger="chatling.shutdown_watch")
     try:
         watch.request()
         watch.request()

@@ -21,10 +21,10 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.errors import StoreError
-from bot.events import Candidate, ChatMessage, Reply, Utterance
-from bot.store import Store
-from bot.store.migrations import SQL_DIR, load_migrations, migrate, split_statements
+from chatling.errors import StoreError
+from chatling.events import Candidate, ChatMessage, Reply, Utterance
+from chatling.store import Store
+from chatling.store.migrations import SQL_DIR, load_migrations, migrate, split_statements
 
 REPO = Path(__file__).resolve().parents[1]
 CHILD = REPO / "tests" / "store_writer_child.py"

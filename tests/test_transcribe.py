@@ -8,9 +8,9 @@ import re
 import numpy as np
 import pytest
 
-from bot.audio import iter_audio_chunks, load_audio
-from bot.errors import AudioError
-from bot.transcribe import StreamingTranscriber, TranscriberOptions
+from chatling.audio import iter_audio_chunks, load_audio
+from chatling.errors import AudioError
+from chatling.transcribe import StreamingTranscriber, TranscriberOptions
 from tests.conftest import SPEECH, require_shared
 
 _NUMBERS = {"fifteen": "15", "sixteen": "16", "fifty": "50", "hundred": "100"}

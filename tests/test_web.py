@@ -17,14 +17,14 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from bot.cli import main
-from bot.display import Display
-from bot.errors import ConfigError
-from bot.events import Candidate, Reply
-from bot.settings import WebSettings
-from bot.web import load_or_create_token, page_urls
-from bot.web.hub import QUEUE_SIZE, EventHub, ObservedDisplay
-from bot.web.server import COOKIE, make_guard
+from chatling.cli import main
+from chatling.display import Display
+from chatling.errors import ConfigError
+from chatling.events import Candidate, Reply
+from chatling.settings import WebSettings
+from chatling.web import load_or_create_token, page_urls
+from chatling.web.hub import QUEUE_SIZE, EventHub, ObservedDisplay
+from chatling.web.server import COOKIE, make_guard
 
 TOKEN = "t" * 43
 

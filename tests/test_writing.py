@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from bot.errors import InputFileError
-from bot.settings import DEFAULT_MODEL_DIR
-from training.pairs import Pair
-from training.writing import (
+from chatling.errors import InputFileError
+from chatling.settings import DEFAULT_MODEL_DIR
+from chatling.training.pairs import Pair
+from chatling.training.writing import (
     Moment,
     classifier_auc,
     junk_kind,
@@ -138,14 +138,14 @@ def test_training_evaluation_and_serving_render_one_prompt(
     the ranking evaluation and the live engine all see the same prompt tokens."""
     from transformers import AutoTokenizer
 
-    from bot.engine import VllmEngine
-    from bot.prompt import PromptBuilder
-    from bot.settings import load_settings
-    from training.collate import encode_pair, prompt_builder
-    from training.contrast import ContrastConfig, contrast_pairs
-    from training.eval_cli import _model_rankers
-    from training.pairs import render_prompt
-    from training.preference import encode_preference
+    from chatling.engine import VllmEngine
+    from chatling.prompt import PromptBuilder
+    from chatling.settings import load_settings
+    from chatling.training.collate import encode_pair, prompt_builder
+    from chatling.training.contrast import ContrastConfig, contrast_pairs
+    from chatling.training.eval_cli import _model_rankers
+    from chatling.training.pairs import render_prompt
+    from chatling.training.preference import encode_preference
 
     env = tmp_path / ".env"
     env.write_text(f"CHATLING_REPLY__BOT_NAME=gooseling\nCHATLING_REPLY__PROMPT_FORM={form}\n")
@@ -184,7 +184,7 @@ def live_count(tokenizer: Any) -> Any:
 
 
 def _snapshot() -> Any:
-    from training.pairs import snapshot_of
+    from chatling.training.pairs import snapshot_of
 
     return snapshot_of(_pair())
 
@@ -195,8 +195,8 @@ def _snapshot() -> Any:
 @pytest.mark.engine
 @pytest.mark.slow
 async def test_generate_writes_what_the_live_bot_would_post(engine: Any, tmp_path: Path) -> None:
-    from bot.settings import Settings
-    from training.generate import GenerateRequest, moments, write_replies
+    from chatling.settings import Settings
+    from chatling.training.generate import GenerateRequest, moments, write_replies
 
     rows = []
     for i in range(40):
@@ -231,9 +231,9 @@ async def test_generate_writes_what_the_live_bot_would_post(engine: Any, tmp_pat
 
 
 def test_choosers_pick_among_allowed_candidates_only() -> None:
-    from bot.events import Candidate
-    from bot.reply import ReplyWriter
-    from bot.settings import ReplySettings
+    from chatling.events import Candidate
+    from chatling.reply import ReplyWriter
+    from chatling.settings import ReplySettings
 
     cands = [
         Candidate("blocked one", False, "blocked_term", 9.0),
@@ -264,7 +264,7 @@ def test_choosers_pick_among_allowed_candidates_only() -> None:
 
 
 def test_topical_scores_count_recent_lines_not_names_or_function_words() -> None:
-    from bot.topical import content_words, topical_choice, topical_scores
+    from chatling.topical import content_words, topical_choice, topical_scores
 
     assert content_words("The GOOSE, is it? gooseKEKW") == ["goose", "goosekekw"]
     chat = ["goose: hello", "ann: Luxembourg", "bob: LUXEMBOURG!", "cy: is it the moon"]

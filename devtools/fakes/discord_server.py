@@ -142,7 +142,7 @@ class FakeDiscord(ThreadedServer):
             "discriminator": "0",
             "global_name": None,
             "avatar": None,
-            "bot": True,
+            "chatling": True,
             "verified": True,
             "flags": 0,
             "mfa_enabled": False,
@@ -511,7 +511,7 @@ class FakeDiscord(ThreadedServer):
                 "team": None,
                 "verify_key": secrets.token_hex(32),
                 "flags": 0,
-                "bot": self.bot_user,
+                "chatling": self.bot_user,
             }
         )
 

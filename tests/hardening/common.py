@@ -24,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from bot.engine import Generation, SamplingOptions
+from chatling.engine import Generation, SamplingOptions
 
 FULL = os.environ.get("CHATLING_HARDENING_FULL") == "1"
 RESULTS = Path(__file__).resolve().parent / "results"

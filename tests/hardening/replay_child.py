@@ -2,7 +2,7 @@
 
 Run: ``python tests/hardening/replay_child.py DB CHAT_LOG SPEED UNTIL_S``
 
-Runs the real ``bot.app.replay`` (store, pipeline, policy, filter, limiter,
+Runs the real ``chatling.app.replay`` (store, pipeline, policy, filter, limiter,
 chat-log reader, audio decoding of the demo stream) with two stand-ins that
 keep a child quick to start: ``StubEngine`` for vLLM and a transcriber that
 turns every 4 s of audio into one utterance. Each time a batch commits it
@@ -25,13 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
 
-import bot.app
-from bot.app import ReplayRequest, replay
-from bot.audio import SAMPLE_RATE
-from bot.display import Display
-from bot.events import Utterance
-from bot.settings import Settings
-from bot.store import Store
+import chatling.app
+from chatling.app import ReplayRequest, replay
+from chatling.audio import SAMPLE_RATE
+from chatling.display import Display
+from chatling.events import Utterance
+from chatling.settings import Settings
+from chatling.store import Store
 from tests.hardening.common import StubEngine
 
 
@@ -89,11 +89,11 @@ async def main(db: Path, chat: Path, speed: float, until: float) -> None:
     settings.storage.max_batch = 200
     for key, value in dict(global_cooldown_s=2.0, quiet_interval_s=5.0, quiet_jitter_s=1.0).items():
         setattr(settings.reply, key, value)
-    bot.app.Store = ReportingStore  # type: ignore[misc]
+    chatling.app.Store = ReportingStore  # type: ignore[misc]
     with open(os.devnull, "w", encoding="utf-8") as devnull:
         await replay(
             settings,
-            ReplayRequest(audio=bot.app.DEMO_AUDIO, chat=chat, speed=speed, until_s=until),
+            ReplayRequest(audio=chatling.app.DEMO_AUDIO, chat=chat, speed=speed, until_s=until),
             Display(file=devnull),
             engine=StubEngine(),  # type: ignore[arg-type]
             whisper_model=object(),

@@ -40,16 +40,16 @@ from typing import Any
 import psutil
 import pytest
 
-from bot.app import build_limiter, build_safety
-from bot.clock import StreamClock
-from bot.display import Display
-from bot.engine import RestartPolicy, SamplingOptions, VllmEngine
-from bot.errors import EngineError
-from bot.events import ChatMessage
-from bot.pipeline import EndOfStream, Pipeline, PipelineParts
-from bot.prompt import PromptBuilder
-from bot.settings import ModelSettings, Settings
-from bot.store import Store
+from chatling.app import build_limiter, build_safety
+from chatling.clock import StreamClock
+from chatling.display import Display
+from chatling.engine import RestartPolicy, SamplingOptions, VllmEngine
+from chatling.errors import EngineError
+from chatling.events import ChatMessage
+from chatling.pipeline import EndOfStream, Pipeline, PipelineParts
+from chatling.prompt import PromptBuilder
+from chatling.settings import ModelSettings, Settings
+from chatling.store import Store
 from tests.hardening.common import FULL, ROOT, chat_log_json, pick, write_results
 
 pytestmark = [pytest.mark.hardening]
@@ -244,7 +244,7 @@ async def _wait_for(condition: Any, what: str, within_s: float) -> float:
 async def test_disk_full_stops_posting_and_recovers(
     engine: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot")
+    caplog.set_level(logging.INFO, logger="chatling")
     mount = tmp_path / "small"
     # Room for SQLite's WAL (up to ~4 MiB before its automatic checkpoint) once the
     # filler is gone: the disk fills because of something else, then space returns.
@@ -312,7 +312,7 @@ async def test_disk_full_stops_posting_and_recovers(
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
-    store_logs = [r for r in caplog.records if r.name == "bot.store.store"]
+    store_logs = [r for r in caplog.records if r.name == "chatling.store.store"]
     errors = [r for r in store_logs if r.levelno >= logging.ERROR]
     assert errors, "no error was logged when the disk filled"
     message = errors[0].getMessage()
@@ -396,7 +396,7 @@ class _LiveLLM:
 
 async def test_a_dead_engine_is_rebuilt_once_for_all_waiting_callers(tmp_path: Path) -> None:
     """The restart logic on stand-ins (the real process is killed in full mode)."""
-    from bot.engine import Adapter
+    from chatling.engine import Adapter
 
     builds: list[_LiveLLM] = []
 
@@ -588,7 +588,7 @@ async def test_engine_process_killed_mid_generation_restarts(
     free_gib = psutil.virtual_memory().available / 2**30
     if free_gib < 5.0:
         pytest.skip(f"only {free_gib:.1f} GiB free: a second engine beside the session's needs 5")
-    caplog.set_level(logging.INFO, logger="bot")
+    caplog.set_level(logging.INFO, logger="chatling")
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     record: dict[str, Any] = {}

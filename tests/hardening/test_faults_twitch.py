@@ -1,4 +1,4 @@
-"""Faults at Twitch: the real client (bot/twitch) against a fake Twitch that misbehaves.
+"""Faults at Twitch: the real client (chatling/twitch) against a fake Twitch that misbehaves.
 
 Each case scripts tests/hardening/twitch_faults.py (``FaultyTwitch``): bursts of
 HTTP 5xx on sends and subscriptions, slow answers, malformed websocket frames,
@@ -26,10 +26,10 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from bot.errors import TwitchAuthError, TwitchError
-from bot.events import ChatMessage
-from bot.settings import TwitchSettings
-from bot.twitch.client import TwitchChat
+from chatling.errors import TwitchAuthError, TwitchError
+from chatling.events import ChatMessage
+from chatling.settings import TwitchSettings
+from chatling.twitch.client import TwitchChat
 from tests.hardening.common import FULL, write_results
 from tests.hardening.twitch_faults import FaultyTwitch
 

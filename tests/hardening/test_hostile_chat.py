@@ -7,7 +7,7 @@ mass mentions, personal data, over-long messages, and harmless controls);
 ``payload`` is what the attacker wants the bot to post; ``expect`` is the
 filter reason(s) the payload must get (``a|b``: either), ``ok`` for controls.
 
-Every line goes through ``bot.pipeline.Pipeline`` with a real ``Store`` on a
+Every line goes through ``chatling.pipeline.Pipeline`` with a real ``Store`` on a
 temporary SQLite file, addressed to the bot:
 
 - with ``EchoEngine``, an engine forced to echo its input (the model failing
@@ -48,19 +48,19 @@ from typing import Any
 
 import pytest
 
-from bot.app import build_limiter, build_safety
-from bot.chatlog import read_chat_log
-from bot.clock import StreamClock
-from bot.display import Display
-from bot.engine import Generation, SamplingOptions
-from bot.events import ChatMessage, Reply, Utterance
-from bot.pipeline import EndOfStream, Pipeline, PipelineParts
-from bot.policy import address_pattern
-from bot.prompt import PromptBuilder, quote_as_data
-from bot.safety import SafetyFilter, contains_personal_data, load_blocked_terms
-from bot.settings import PROJECT_ROOT, Settings
-from bot.sinks import TerminalSink
-from bot.store import Store
+from chatling.app import build_limiter, build_safety
+from chatling.chatlog import read_chat_log
+from chatling.clock import StreamClock
+from chatling.display import Display
+from chatling.engine import Generation, SamplingOptions
+from chatling.events import ChatMessage, Reply, Utterance
+from chatling.pipeline import EndOfStream, Pipeline, PipelineParts
+from chatling.policy import address_pattern
+from chatling.prompt import PromptBuilder, quote_as_data
+from chatling.safety import SafetyFilter, contains_personal_data, load_blocked_terms
+from chatling.settings import PROJECT_ROOT, Settings
+from chatling.sinks import TerminalSink
+from chatling.store import Store
 
 pytestmark = [pytest.mark.hardening]
 
@@ -610,7 +610,7 @@ def _ordinary_chat() -> dict[str, list[str]]:
     doug = SHARED / "dougdoug-takeover-europe" / "chat_frames.jsonl"
     if doug.exists():
         # Not a chat-tool format (chat read off video frames): the project's own corpus
-        # reader takes it, since bot.chatlog rightly refuses it.
+        # reader takes it, since chatling.chatlog rightly refuses it.
         from devtools.dougdoug_corpus import read_chat
 
         logs["dougdoug"] = [m.text for m in read_chat(doug)[0]]

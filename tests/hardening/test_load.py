@@ -41,18 +41,18 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from bot.app import DEMO_AUDIO, build_limiter, build_safety
-from bot.audio import SAMPLE_RATE, load_audio
-from bot.clock import StreamClock
-from bot.display import Display
-from bot.events import ChatMessage
-from bot.pipeline import EndOfStream, Pipeline, PipelineParts
-from bot.prompt import PromptBuilder
-from bot.settings import Settings, TwitchSettings
-from bot.sources.replay import replay_audio
-from bot.store import Store
-from bot.transcribe import StreamingTranscriber, TranscriberOptions
-from bot.twitch.client import TwitchChat
+from chatling.app import DEMO_AUDIO, build_limiter, build_safety
+from chatling.audio import SAMPLE_RATE, load_audio
+from chatling.clock import StreamClock
+from chatling.display import Display
+from chatling.events import ChatMessage
+from chatling.pipeline import EndOfStream, Pipeline, PipelineParts
+from chatling.prompt import PromptBuilder
+from chatling.settings import Settings, TwitchSettings
+from chatling.sources.replay import replay_audio
+from chatling.store import Store
+from chatling.transcribe import StreamingTranscriber, TranscriberOptions
+from chatling.twitch.client import TwitchChat
 from tests.hardening.common import (
     FULL,
     ControlLag,

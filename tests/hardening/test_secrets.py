@@ -5,7 +5,7 @@ and client secret and the Discord token (in a ``.env`` file and in the
 environment), with logging at DEBUG. Then chatling runs what a user runs:
 
 - ``chatling config check`` (a subprocess), from the file and from the env;
-- a short replay of the demo clip (``bot.app.replay``, the code behind
+- a short replay of the demo clip (``chatling.app.replay``, the code behind
   ``chatling replay``, with the session's engine and Whisper: a subprocess
   would start a second engine), at speed 4, logging every logger at DEBUG to a
   file;
@@ -46,12 +46,12 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from bot.app import ReplayRequest, replay
-from bot.display import Display
-from bot.errors import ChatlingError
-from bot.settings import PROJECT_ROOT, TwitchSettings, load_settings
-from bot.twitch import auth
-from bot.twitch.client import TwitchChat
+from chatling.app import ReplayRequest, replay
+from chatling.display import Display
+from chatling.errors import ChatlingError
+from chatling.settings import PROJECT_ROOT, TwitchSettings, load_settings
+from chatling.twitch import auth
+from chatling.twitch.client import TwitchChat
 
 pytestmark = [pytest.mark.hardening]
 
@@ -108,10 +108,10 @@ def env_file(tmp_path: Path, **extra: str) -> Path:
 
 
 def chatling(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Any:
-    """``chatling ARGS`` as a subprocess (``python -m bot``), output captured."""
+    """``chatling ARGS`` as a subprocess (``python -m chatling``), output captured."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("CHATLING_")}
     return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
+        [sys.executable, "-m", "chatling", *args],
         cwd=PROJECT_ROOT,
         env={**base, **(env or {})},
         capture_output=True,
@@ -132,7 +132,7 @@ def debug_log_file(path: Path) -> Iterator[None]:
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     quiet = {}
-    for name in ("httpx", "faster_whisper", "bot.safety", "aiohttp", "twitchio"):
+    for name in ("httpx", "faster_whisper", "chatling.safety", "aiohttp", "twitchio"):
         quiet[name] = logging.getLogger(name).level
         logging.getLogger(name).setLevel(logging.DEBUG)
     try:

@@ -1,0 +1,8 @@
+"""``python -m chatling`` is the ``chatling`` command."""
+
+import sys
+
+from chatling.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

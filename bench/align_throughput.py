@@ -5,8 +5,8 @@ are laid end to end, copy after copy, over a four-hour stream until there are
 100,000; the transcript is the DougDoug ASR transcript repeated over the same
 four hours (segment times only, as that export has no word timings, so the
 index spreads words over segments). Stages timed: filters (bots, commands,
-links, the safety block list, copypasta), alignment (``chatling.training.align.align``),
-writing the parquet source with stats and manifest (``chatling.training.dataset``), and
+links, the safety block list, copypasta), alignment (``chatling.training.data.align.align``),
+writing the parquet source with stats and manifest (``chatling.training.data.dataset``), and
 the total. The text rules run once per distinct text and the repeated logs
 hold few distinct texts, so the filters' cost without that memo is measured
 too, on 5,000 messages, and extrapolated to 100k all-distinct texts.
@@ -32,9 +32,9 @@ from bench._common import ROOT, PeakMemory, now, print_table, write_result
 from chatling.chatlog import read_chat_log
 from chatling.events import ChatMessage
 from chatling.settings import Settings
-from chatling.training.align import AlignOptions, Segment, align, align_naive
-from chatling.training.dataset import SourceInfo, write_source
-from chatling.training.filters import FilterOptions, Removed, reason, select
+from chatling.training.data.align import AlignOptions, Segment, align, align_naive
+from chatling.training.data.dataset import SourceInfo, write_source
+from chatling.training.data.filters import FilterOptions, Removed, reason, select
 from devtools.dougdoug_corpus import DEFAULT_DIR, load_corpus
 
 NORTHERNLION = ROOT.parent / "shared" / "data" / "chat" / "northernlion-1087079172.json"

@@ -1,6 +1,6 @@
 """What does a nightly retrain cost, and does the live bot stay fast while it runs?
 
-Part 1, the run: one complete ``chatling.training.nightly.run_nightly`` (export ->
+Part 1, the run: one complete ``chatling.learn.nightly.run_nightly`` (export ->
 train -> dpo -> evaluate -> gate) with the DougDoug development pairs as the
 base dataset (``--base-data``, made by scripts/dougdoug_dataset.py; not in the
 repository) and the demo stream, logged through ``Store``, as the new live
@@ -43,8 +43,8 @@ def run_once(
     preset: str = "cpu-tiny",
     base_model: str | None = None,
 ) -> dict:
-    from chatling.training.gate import GateOptions
-    from chatling.training.nightly import NightlyConfig, run_nightly
+    from chatling.learn.gate import GateOptions
+    from chatling.learn.nightly import NightlyConfig, run_nightly
 
     settings = load_settings(None)
     db = work / "log.sqlite"
@@ -153,7 +153,7 @@ def main() -> None:
             print(f"written {write_result(args.name, payload)}")
             return
         trainer = [
-            sys.executable, "-m", "chatling.training.train_cli", "--data",
+            sys.executable, "-m", "chatling.training.sft.train_cli", "--data",
             str(args.base_data or work / "runs" / "run-0001" / "data"),
             "--out", str(work / "beside"), "--preset", "cpu-tiny", "--steps", "10000",
         ]  # fmt: skip

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import ROOT, print_table, write_result
 from chatling.chatlog import read_chat_log
 from chatling.events import ChatMessage
-from chatling.training.align import Segment, spread_words
+from chatling.training.data.align import Segment, spread_words
 from devtools.dougdoug_corpus import DEFAULT_DIR, load_corpus
 
 STOP = frozenset(

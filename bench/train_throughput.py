@@ -112,7 +112,7 @@ def demo_pairs() -> list[Any]:
     """A pair for every demo chat message after the first 10 s: the last 60 s of the
     streamer's script and the 20 chat lines before it (the live bot's window)."""
     from chatling.chatlog import read_chat_log
-    from chatling.training.pairs import Pair
+    from chatling.training.data.pairs import Pair
 
     script = json.loads((ROOT / "data" / "demo" / "script.json").read_text())
     chat = read_chat_log(ROOT / "data" / "demo" / "chat.json")
@@ -142,7 +142,7 @@ def demo_pairs() -> list[Any]:
 def load_examples(args: argparse.Namespace, tokenizer: Any) -> Any:
     import datasets
 
-    from chatling.training.collate import encode_pairs, find_pair_files, load_train_pairs
+    from chatling.training.sft.collate import encode_pairs, find_pair_files, load_train_pairs
 
     if args.data:
         pairs = load_train_pairs(find_pair_files(Path(args.data)), split="none")
@@ -204,7 +204,7 @@ def run_plain(args: argparse.Namespace, model: Any, tokenizer: Any, examples: An
     from transformers import get_cosine_schedule_with_warmup, set_seed
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from chatling.training.train import lora_config
+    from chatling.training.sft.train import lora_config
 
     set_seed(args.seed)
     model = get_peft_model(model, lora_config(_preset(args, packing=False)))
@@ -252,7 +252,7 @@ def _preset(
     fused_lm_head: bool = True,
     mods: frozenset = frozenset(),
 ) -> Any:
-    from chatling.training.presets import get_preset, with_overrides
+    from chatling.training.sft.presets import get_preset, with_overrides
 
     return with_overrides(
         get_preset("cpu-tiny"),
@@ -277,7 +277,7 @@ def run_trainer(args, model, tokenizer, examples, device, *, packing: bool, fuse
     """``chatling train``'s trainer (``training.train.build_trainer``) on the same model."""
     from transformers import TrainerCallback
 
-    from chatling.training.train import build_trainer, loss_curve
+    from chatling.training.sft.train import build_trainer, loss_curve
 
     times: list[float] = []
 

@@ -213,13 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
     sub = parser.add_subparsers(dest="command", required=True)
+    from chatling.learn.nightly_cli import add_nightly_commands
     from chatling.serve import add_serve_command
-    from chatling.training.contrast_cli import add_contrast_command
-    from chatling.training.data_cli import add_data_commands
-    from chatling.training.eval_cli import add_eval_command
-    from chatling.training.generate import add_generate_command
-    from chatling.training.nightly_cli import add_nightly_commands
-    from chatling.training.train_cli import add_train_command
+    from chatling.training.data.data_cli import add_data_commands
+    from chatling.training.dpo.contrast_cli import add_contrast_command
+    from chatling.training.eval.eval_cli import add_eval_command
+    from chatling.training.eval.generate import add_generate_command
+    from chatling.training.sft.train_cli import add_train_command
 
     add_data_commands(sub)
     add_train_command(sub)

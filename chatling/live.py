@@ -25,8 +25,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chatling.adapter_watch import AdapterWatcher
-from chatling.adapters import AdapterRegistry
 from chatling.app import build_limiter, build_safety
 from chatling.clock import StreamClock
 from chatling.display import Display
@@ -34,7 +32,9 @@ from chatling.engine import VllmEngine, resolve_model
 from chatling.engine_factory import start_engine
 from chatling.errors import ConfigError
 from chatling.events import ChatMessage
-from chatling.nightly_schedule import NightlyScheduler
+from chatling.learn.registry import AdapterRegistry
+from chatling.learn.schedule import NightlyScheduler
+from chatling.learn.watcher import AdapterWatcher
 from chatling.pipeline import EndOfStream, Pipeline, PipelineParts, PipelineStats
 from chatling.prompt import PromptBuilder
 from chatling.settings import Settings, resolve_path

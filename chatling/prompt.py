@@ -78,7 +78,7 @@ class PromptParts:
 
 def prompt_token_ids(parts: PromptParts, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """The token ids the model is given for ``parts``: the one rendering that serving
-    (``VllmEngine.render``), training (``chatling.training.collate``) and evaluation share."""
+    (``VllmEngine.render``), training (``chatling.training.sft.collate``) and evaluation share."""
     return tokenizer(prompt_text(parts, tokenizer), add_special_tokens=False)["input_ids"]
 
 

@@ -2,7 +2,7 @@
 
 One algorithm, called by everything that writes as the bot: the reply loop
 (``chatling.pipeline``), the direct-answer service (``chatling.responder``, Discord
-``/chat``) and ``chatling generate`` (``chatling.training.generate``), which measures
+``/chat``) and ``chatling generate`` (``chatling.training.eval.generate``), which measures
 what the bot would post at held-out moments. Keeping it in one place is what
 makes that measurement honest: the evaluation calls exactly what the live
 bot calls.

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from chatling.errors import InputFileError
 from chatling.events import ChatMessage
-from chatling.training.align import Segment, Word
+from chatling.training.data.align import Segment, Word
 
 log = logging.getLogger(__name__)
 

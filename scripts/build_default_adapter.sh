@@ -36,7 +36,7 @@ $PY - "$WORK" <<'PY'
 import sys
 from pathlib import Path
 
-from chatling.training.dataset import load_pairs, split_pairs
+from chatling.training.data.dataset import load_pairs, split_pairs
 
 work = Path(sys.argv[1])
 nl = split_pairs(load_pairs(work / "nl-pairs"), by="time", test_fraction=0.2)
@@ -50,7 +50,7 @@ nl["test"].to_parquet(str(out / "test.parquet"))
 print(f"default-pairs: {len(nl['train']) + len(demo)} train, {len(nl['test'])} test -> {out}")
 PY
 # 4. Recipe a of the two tried on DougDoug validation moments (docs/results.md).
-CHATLING_REPLY__PROMPT_FORM=log $PY -m chatling.training.train_cli --data "$WORK/default-pairs" \
+CHATLING_REPLY__PROMPT_FORM=log $PY -m chatling.training.sft.train_cli --data "$WORK/default-pairs" \
   --out "$OUT" --preset gpu-24gb --base "$BASE" --split none --batch-size 8 --grad-accum 1 \
   --lr 2e-4 --epochs 2 --save-steps 100000
 echo "adapter written to $OUT; serve it with CHATLING_MODEL__ADAPTER=$OUT"

@@ -2,7 +2,7 @@
 
 Reads the corpus in place (``../shared/data/dougdoug-takeover-europe``, no
 licence: never copied into the repository), aligns it with the product's own
-code (``chatling.training.filters.make_pairs``) and writes a dataset directory outside
+code (``chatling.training.data.filters.make_pairs``) and writes a dataset directory outside
 the repository's tracked files (default ``data/runs/dougdoug-pairs``, ignored
 by git) that ``chatling train`` and ``chatling eval`` read.
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chatling.training.dataset import SourceInfo, write_source
-from chatling.training.filters import make_pairs
+from chatling.training.data.dataset import SourceInfo, write_source
+from chatling.training.data.filters import make_pairs
 from devtools.dougdoug_corpus import DEFAULT_DIR, load_corpus
 
 log = logging.getLogger("dougdoug_dataset")

@@ -11,7 +11,7 @@ OUT=${2:-data/runs/dougdoug-real-run}
 mkdir -p "$OUT"
 python - <<'PY'
 from pathlib import Path
-from chatling.training.dataset import load_pairs, split_pairs
+from chatling.training.data.dataset import load_pairs, split_pairs
 runs = Path("data/runs")
 train = split_pairs(load_pairs(runs / "dougdoug-pairs"), by="time", test_fraction=0.2)["train"]
 (runs / "dougdoug-train" / "data").mkdir(parents=True, exist_ok=True)
@@ -23,7 +23,7 @@ val["test"].to_parquet(str(runs / "dougdoug-val" / "val.parquet"))
 print(f"train {len(train)}, validation split {len(val['train'])} / {len(val['test'])} pairs")
 PY
 sft() {  # data out
-  python -m chatling.training.train_cli --data "$1" --out "$2" --preset gpu-24gb --base "$BASE" --split none \
+  python -m chatling.training.sft.train_cli --data "$1" --out "$2" --preset gpu-24gb --base "$BASE" --split none \
     --batch-size 8 --grad-accum 1 --lr 1e-4 --epochs 1 --save-steps 100000
 }
 declare -A VARIANT=(

@@ -24,16 +24,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from chatling.prompt import PromptBuilder
 from chatling.settings import ReplySettings
-from chatling.training.collate import token_counter
-from chatling.training.evaluate import (
+from chatling.training.data.splits import load_split
+from chatling.training.eval.evaluate import (
     BootstrapConfig,
     CandidateConfig,
     _estimate,
     build_candidates,
     evaluate,
 )
-from chatling.training.rankers import ModelRanker, load_model
-from chatling.training.splits import load_split
+from chatling.training.eval.rankers import ModelRanker, load_model
+from chatling.training.sft.collate import token_counter
 
 log = logging.getLogger("rank_paired")
 

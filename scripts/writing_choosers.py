@@ -4,7 +4,7 @@ Every candidate of a moment is in the file with its verdict, heuristic score and
 generated with `CHATLING_REPLY__CHOOSER=likelihood`, its mean log-probability; so the
 posts of other choosers (first allowed, a random allowed one, best score, likeliest) and
 of fewer candidates (the first N) can be re-picked from the same generations and scored
-with the same metrics (`chatling.training.writing`), without sampling again.
+with the same metrics (`chatling.training.eval.writing`), without sampling again.
 
 Run: .venv/bin/python scripts/writing_choosers.py --data DIR --generated FILE.jsonl \
          [--test-fraction 0.1] --chooser first|random|score|likelihood --candidates N
@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from chatling.safety import dedupe_key
 from chatling.topical import topical_choice
-from chatling.training.splits import load_split
-from chatling.training.writing import read_moments, summary_rows, writing_metrics
+from chatling.training.data.splits import load_split
+from chatling.training.eval.writing import read_moments, summary_rows, writing_metrics
 
 
 def chant_keys(recent_chat: list[str], min_users: int) -> set[str]:

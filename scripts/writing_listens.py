@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from chatling.topical import content_words
-from chatling.training.writing import read_moments
+from chatling.training.eval.writing import read_moments
 
 SPEECH_PREFIX = "The streamer is saying: "
 

@@ -26,7 +26,7 @@ OUT=${2:-data/runs/writing-real-run}
 mkdir -p "$OUT"
 sft() {  # data out lr epochs [form]
   [ -f "$2/adapter_config.json" ] && return 0  # done on an earlier call
-  CHATLING_REPLY__PROMPT_FORM=${5:-log} python -m chatling.training.train_cli --data "$1" --out "$2" \
+  CHATLING_REPLY__PROMPT_FORM=${5:-log} python -m chatling.training.sft.train_cli --data "$1" --out "$2" \
     --preset gpu-24gb --base "$BASE" --split none --batch-size 8 --grad-accum 1 --lr "$3" \
     --epochs "$4" --save-steps 100000
 }

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chatling.adapters import AdapterRegistry, check_adapter_dir
 from chatling.errors import ConfigError, ModelError
+from chatling.learn.gate import AdapterScores, GateOptions, decide
+from chatling.learn.nightly import RunLog
+from chatling.learn.registry import AdapterRegistry, check_adapter_dir
 from chatling.store import Store
-from chatling.training.gate import AdapterScores, GateOptions, decide
-from chatling.training.nightly import RunLog
 
 
 def fake_adapter(path: Path, marker: str = "x") -> Path:

@@ -10,7 +10,7 @@ import pytest
 
 from chatling.errors import ConfigError
 from chatling.events import ChatMessage
-from chatling.training.align import (
+from chatling.training.data.align import (
     AlignOptions,
     Segment,
     TranscriptIndex,

@@ -1,4 +1,4 @@
-"""Contrast pairs (``chatling.training.contrast``) and ``chatling contrast`` on the packaged model.
+"""Contrast pairs (``training.dpo.contrast``) and ``chatling contrast`` on the packaged model.
 
 The draw is checked on hand-made streams where the right answer is known: what
 may be rejected (only messages of other moments), which kinds, in which order,
@@ -16,8 +16,8 @@ import pytest
 
 from chatling.errors import ConfigError
 from chatling.safety import dedupe_key
-from chatling.training.contrast import ContrastConfig, contrast_pairs, draw_negatives
-from chatling.training.pairs import Pair
+from chatling.training.data.pairs import Pair
+from chatling.training.dpo.contrast import ContrastConfig, contrast_pairs, draw_negatives
 from tests.test_train import make_pairs, tiny_preset, write_pairs
 
 
@@ -71,7 +71,7 @@ def test_negatives_come_from_other_moments_in_kind_order_and_reproducibly() -> N
 def test_contrast_pairs_use_the_live_prompt_and_the_real_message_as_chosen() -> None:
     from chatling.prompt import PromptBuilder
     from chatling.settings import ReplySettings
-    from chatling.training.pairs import render_prompt
+    from chatling.training.data.pairs import render_prompt
 
     builder = PromptBuilder(ReplySettings(), lambda text: len(text.split()))
     pairs = stream("a", TEXTS)
@@ -100,7 +100,7 @@ def test_chatling_contrast_trains_a_dpo_adapter_from_the_sft_one(tmp_path: Path)
     from safetensors.torch import load_file
 
     from chatling.cli import main
-    from chatling.training.train import METADATA_FILE, TrainRequest, train
+    from chatling.training.sft.train import METADATA_FILE, TrainRequest, train
 
     pairs = make_pairs(8, seed=4)
     data = write_pairs(tmp_path / "pairs", pairs)

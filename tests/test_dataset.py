@@ -23,9 +23,9 @@ from chatling.events import ChatMessage, Reply, Utterance
 from chatling.safety import SafetyFilter
 from chatling.settings import PROJECT_ROOT
 from chatling.store import Store
-from chatling.training.align import AlignOptions, Segment
-from chatling.training.data_cli import main as data_main
-from chatling.training.dataset import (
+from chatling.training.data.align import AlignOptions, Segment
+from chatling.training.data.data_cli import main as data_main
+from chatling.training.data.dataset import (
     DatasetError,
     SourceInfo,
     load_pairs,
@@ -34,9 +34,9 @@ from chatling.training.dataset import (
     split_pairs,
     write_source,
 )
-from chatling.training.filters import FilterOptions, FilterReport, Removed, make_pairs, select
-from chatling.training.pairs import Pair
-from chatling.training.vod import read_transcript_file
+from chatling.training.data.filters import FilterOptions, FilterReport, Removed, make_pairs, select
+from chatling.training.data.pairs import Pair
+from chatling.training.data.vod import read_transcript_file
 
 DEMO = PROJECT_ROOT / "data" / "demo"
 
@@ -141,7 +141,7 @@ def test_replacing_by_content_under_a_new_name_removes_the_old_file(tmp_path: Pa
 
 
 def test_arrow_schema_is_the_datasets_features_schema() -> None:
-    from chatling.training.dataset import arrow_schema, features
+    from chatling.training.data.dataset import arrow_schema, features
 
     expected = features().arrow_schema
     assert arrow_schema().equals(expected, check_metadata=True)
@@ -242,7 +242,14 @@ def test_bad_transcript_files_name_the_file_and_place(
 def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "chatling.training.data_cli", "--env-file", "/nonexistent", *argv],
+        [
+            sys.executable,
+            "-m",
+            "chatling.training.data.data_cli",
+            "--env-file",
+            "/nonexistent",
+            *argv,
+        ],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,
@@ -299,7 +306,7 @@ def test_transcribe_vod_caches_by_content_model_and_options(
 ) -> None:
     """Real Whisper base on the demo clip (28 s); the cache hit runs no model at all."""
     from chatling.settings import AudioSettings
-    from chatling.training.vod import VodOptions, transcribe_vod
+    from chatling.training.data.vod import VodOptions, transcribe_vod
 
     options = VodOptions.from_settings(AudioSettings())
     first = transcribe_vod(DEMO / "clip.opus", options, model=whisper_model,
@@ -427,7 +434,7 @@ def _ingest(*argv: str) -> int:
     """The ingest handler itself, so the error's type is seen, not its printed line."""
     import argparse
 
-    from chatling.training.data_cli import add_data_commands
+    from chatling.training.data.data_cli import add_data_commands
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--env-file", default="/nonexistent/.env")

@@ -21,7 +21,7 @@ import pytest
 from chatling.errors import ConfigError
 from chatling.events import Candidate, ChatMessage, Reply
 from chatling.settings import ReplySettings
-from chatling.training.preference import PreferencePair, live_system_prompt
+from chatling.training.dpo.preference import PreferencePair, live_system_prompt
 from tests.test_train import make_pairs, tiny_preset, write_pairs
 
 DPO_STEPS = 4
@@ -38,8 +38,8 @@ REPLIES = [
 
 def hand_made_pairs(tokenizer: Any) -> list[PreferencePair]:
     """Six pairs on the live prompt of test contexts (``render_prompt``, as SFT renders)."""
-    from chatling.training.collate import prompt_builder
-    from chatling.training.pairs import render_prompt
+    from chatling.training.data.pairs import render_prompt
+    from chatling.training.sft.collate import prompt_builder
 
     builder = prompt_builder(tokenizer)
     pairs = []
@@ -63,7 +63,7 @@ def bot_reply(offset: float, text: str, prompt: str, **kw: Any) -> Reply:
 
 async def test_marks_resolve_to_bot_replies_and_the_latest_mark_wins(tmp_path: Path) -> None:
     from chatling.store import Store
-    from chatling.training.preference import preference_pairs_from_db
+    from chatling.training.dpo.preference import preference_pairs_from_db
 
     now = [0.0]
     path = tmp_path / "chatling.sqlite"
@@ -141,7 +141,7 @@ async def test_marks_resolve_to_bot_replies_and_the_latest_mark_wins(tmp_path: P
 
 
 def test_a_mark_matches_the_posted_text_with_a_leading_mention() -> None:
-    from chatling.training.preference import same_text
+    from chatling.training.dpo.preference import same_text
 
     assert same_text("gg nice run", " gg nice run ")
     assert same_text("gg nice run", "@viewer gg nice run")
@@ -152,10 +152,10 @@ def test_a_mark_matches_the_posted_text_with_a_leading_mention() -> None:
 def test_too_few_pairs_skip_the_step_with_a_log_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from chatling.training.dpo import maybe_train_dpo
+    from chatling.training.dpo.dpo import maybe_train_dpo
 
     pair = PreferencePair("s", "u", "a", "b", 1, 1, 1, (1,))
-    with caplog.at_level(logging.INFO, logger="chatling.training.dpo"):
+    with caplog.at_level(logging.INFO, logger="chatling.training.dpo.dpo"):
         out = maybe_train_dpo(tmp_path / "no-adapter", [pair] * 3, tmp_path / "out", tiny_preset())
     assert out is None and not (tmp_path / "out").exists()
     assert "preference step skipped: 3 marked pairs, fewer than min_preference_pairs=8" in (
@@ -181,7 +181,7 @@ def test_dpo_sees_the_prompt_the_live_engine_sends(tokenizer: Any) -> None:
     from types import SimpleNamespace
 
     from chatling.engine import VllmEngine
-    from chatling.training.preference import encode_preference
+    from chatling.training.dpo.preference import encode_preference
 
     # render only reads .tokenizer: the ids the live engine would send for this prompt.
     live = SimpleNamespace(tokenizer=tokenizer)
@@ -202,7 +202,7 @@ def test_dpo_sees_the_prompt_the_live_engine_sends(tokenizer: Any) -> None:
 @pytest.fixture(scope="module")
 def sft_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two SFT steps at a high rate: an adapter measurably unlike the base."""
-    from chatling.training.train import TrainRequest, train
+    from chatling.training.sft.train import TrainRequest, train
 
     root = tmp_path_factory.mktemp("sft")
     data = write_pairs(root / "pairs", make_pairs(8, seed=4))
@@ -216,7 +216,7 @@ def dpo_run(
 ) -> tuple[Path, list[PreferencePair], list[dict[str, Any]]]:
     from transformers import TrainerCallback
 
-    from chatling.training.dpo import train_dpo
+    from chatling.training.dpo.dpo import train_dpo
 
     records: list[dict[str, Any]] = []
 
@@ -265,7 +265,7 @@ def test_dpo_writes_provenance_and_trains_against_the_sft_adapter(
 ) -> None:
     import hashlib
 
-    from chatling.training.train import METADATA_FILE
+    from chatling.training.sft.train import METADATA_FILE
 
     out, pairs, logs = dpo_run
     sft_meta = json.loads((sft_adapter / METADATA_FILE).read_text())
@@ -300,7 +300,7 @@ def test_dpo_widens_the_preference_margin_on_its_pairs(
     from transformers import AutoModelForCausalLM
 
     from chatling.settings import DEFAULT_MODEL_DIR
-    from chatling.training.preference import preference_margins
+    from chatling.training.dpo.preference import preference_margins
 
     out, pairs, _ = dpo_run
     base = AutoModelForCausalLM.from_pretrained(DEFAULT_MODEL_DIR, dtype=torch.bfloat16)
@@ -329,7 +329,7 @@ def test_a_failed_dpo_run_leaves_no_output(
 ) -> None:
     from transformers import TrainerCallback
 
-    from chatling.training.dpo import train_dpo
+    from chatling.training.dpo.dpo import train_dpo
 
     class Crash(TrainerCallback):
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:

@@ -51,7 +51,7 @@ def _free_port() -> int:
 
 def _train_cpu_tiny_adapter(root: Path) -> Path:
     """One step of the ``cpu-tiny`` preset on the test pairs (what tests/test_train trains)."""
-    from chatling.training.train import TrainRequest, train
+    from chatling.training.sft.train import TrainRequest, train
     from tests.test_train import make_pairs, tiny_preset, write_pairs
 
     data = write_pairs(root / "pairs", make_pairs(4, seed=4))
@@ -246,8 +246,8 @@ async def test_adapter_loads_at_run_time_switches_and_rolls_back(
     served: tuple[ServerProcess, Path], server_engine: ServerEngine, tmp_path: Path
 ) -> None:
     """The adapter watcher promotes two versions and rolls one back, all on the server."""
-    from chatling.adapter_watch import AdapterWatcher
-    from chatling.adapters import AdapterRegistry
+    from chatling.learn.registry import AdapterRegistry
+    from chatling.learn.watcher import AdapterWatcher
 
     server, trained = served
     ids = _prompt(server_engine)

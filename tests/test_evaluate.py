@@ -22,9 +22,11 @@ import pytest
 
 from chatling.safety import SafetyFilter, dedupe_key
 from chatling.settings import DEFAULT_MODEL_DIR, ReplySettings
-from chatling.training import eval_metrics as em
-from chatling.training.eval_cli import add_eval_command
-from chatling.training.evaluate import (
+from chatling.training.data.pairs import Pair
+from chatling.training.data.splits import load_split
+from chatling.training.eval import metrics as em
+from chatling.training.eval.eval_cli import add_eval_command
+from chatling.training.eval.evaluate import (
     BootstrapConfig,
     CandidateConfig,
     CandidateSets,
@@ -36,8 +38,7 @@ from chatling.training.evaluate import (
     select_points,
     summarise,
 )
-from chatling.training.pairs import Pair
-from chatling.training.rankers import (
+from chatling.training.eval.rankers import (
     FrequencyRanker,
     ModelRanker,
     RandomRanker,
@@ -45,7 +46,6 @@ from chatling.training.rankers import (
     TfIdfRanker,
     load_model,
 )
-from chatling.training.splits import load_split
 
 WORDS = (
     "lol kekw pog nice what gg rip no way chat doug is cooking this run the boss fight "
@@ -393,7 +393,7 @@ def test_pmi_is_log_probability_minus_the_context_free_one(smol: tuple[object, o
     pt = _point(cands, [True, False, False, False], CONTEXT)
     out = ranker.score(pt)
     empty = Pair("e", 0.0, (), (), "", "")
-    from chatling.training.pairs import render_prompt
+    from chatling.training.data.pairs import render_prompt
 
     free, _ = ranker.logprobs(render_prompt(empty, builder, with_transcript=False), cands)
     np.testing.assert_allclose(out.scores["pmi"], out.logprob - free, rtol=1e-5, atol=1e-4)
@@ -448,7 +448,7 @@ def test_shared_prompt_cache_equals_full_sequences(smol: tuple[object, object]) 
     # The candidate tokens are exactly what the model writes in the prompt form served:
     # the chat log's next line and its newline (``log``) or the assistant turn (``chat``).
     from chatling.prompt import PromptBuilder, completion_text
-    from chatling.training.pairs import chat_messages, render_prompt
+    from chatling.training.data.pairs import chat_messages, render_prompt
 
     parts = render_prompt(CONTEXT, builder)
     prompt = shared.prompt_ids(parts)
@@ -578,7 +578,7 @@ def test_cli_with_the_real_model(
 
 
 def test_summarise_perplexity_from_logprobs() -> None:
-    from chatling.training.rankers import CandidateScores
+    from chatling.training.eval.rankers import CandidateScores
 
     pair = Pair("s", 1.0, (), (), "x", "u")
     pts = [_point(["a", "b"], [True, False], pair, t=float(i)) for i in range(3)]
@@ -598,7 +598,7 @@ def test_load_split_reads_a_pairs_dataset_and_parquet_files(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from chatling.training.dataset import SourceInfo, write_source
+    from chatling.training.data.dataset import SourceInfo, write_source
 
     pairs = sorted([p for p in stream[0] + stream[1] if p.source == "vod1"], key=lambda p: p.offset)
     write_source(tmp_path / "ds", pairs, SourceInfo(name="vod1", kind="vod"))

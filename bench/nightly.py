@@ -153,7 +153,7 @@ def main() -> None:
             print(f"written {write_result(args.name, payload)}")
             return
         trainer = [
-            sys.executable, "-m", "chatling.training.sft.train_cli", "--data",
+            sys.executable, "-m", "chatling.cli.train", "--data",
             str(args.base_data or work / "runs" / "run-0001" / "data"),
             "--out", str(work / "beside"), "--preset", "cpu-tiny", "--steps", "10000",
         ]  # fmt: skip

@@ -2,7 +2,7 @@
 
 import sys
 
-from chatling.cli import main
+from chatling.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -25,11 +25,11 @@ mkdir -p "$WORK"
 #    context holds speech (the packaged default must also serve channels it cannot hear well).
 echo '{"start": 999999.0, "end": 1000000.0, "text": "."}' > "$WORK/no-speech.jsonl"
 [ -f "$WORK/nl-pairs/manifest.json" ] ||
-  $PY -m chatling.cli data ingest --chat "$NL_CHAT" --transcript "$WORK/no-speech.jsonl" \
+  $PY -m chatling.cli.main data ingest --chat "$NL_CHAT" --transcript "$WORK/no-speech.jsonl" \
     --out "$WORK/nl-pairs" --no-progress
 # 2. The demo stream, transcribed by the packaged Whisper (cached by content).
 [ -f "$WORK/demo-pairs/manifest.json" ] ||
-  $PY -m chatling.cli data ingest --vod data/demo/stream.opus --chat data/demo/chat.json \
+  $PY -m chatling.cli.main data ingest --vod data/demo/stream.opus --chat data/demo/chat.json \
     --out "$WORK/demo-pairs" --source chatling-demo --no-progress
 # 3. Train: Northernlion's first 80% by time + the whole demo; test: Northernlion's last 20%.
 $PY - "$WORK" <<'PY'
@@ -50,7 +50,7 @@ nl["test"].to_parquet(str(out / "test.parquet"))
 print(f"default-pairs: {len(nl['train']) + len(demo)} train, {len(nl['test'])} test -> {out}")
 PY
 # 4. Recipe a of the two tried on DougDoug validation moments (docs/results.md).
-CHATLING_REPLY__PROMPT_FORM=log $PY -m chatling.training.sft.train_cli --data "$WORK/default-pairs" \
+CHATLING_REPLY__PROMPT_FORM=log $PY -m chatling.cli.train --data "$WORK/default-pairs" \
   --out "$OUT" --preset gpu-24gb --base "$BASE" --split none --batch-size 8 --grad-accum 1 \
   --lr 2e-4 --epochs 2 --save-steps 100000
 echo "adapter written to $OUT; serve it with CHATLING_MODEL__ADAPTER=$OUT"

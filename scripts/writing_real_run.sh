@@ -26,13 +26,13 @@ OUT=${2:-data/runs/writing-real-run}
 mkdir -p "$OUT"
 sft() {  # data out lr epochs [form]
   [ -f "$2/adapter_config.json" ] && return 0  # done on an earlier call
-  CHATLING_REPLY__PROMPT_FORM=${5:-log} python -m chatling.training.sft.train_cli --data "$1" --out "$2" \
+  CHATLING_REPLY__PROMPT_FORM=${5:-log} python -m chatling.cli.train --data "$1" --out "$2" \
     --preset gpu-24gb --base "$BASE" --split none --batch-size 8 --grad-accum 1 --lr "$3" \
     --epochs "$4" --save-steps 100000
 }
 contrast() {  # sft_adapter data out [form]
   [ -f "$3/adapter_config.json" ] && return 0
-  CHATLING_REPLY__PROMPT_FORM=${4:-log} python -m chatling.cli contrast --adapter "$1" --data "$2" \
+  CHATLING_REPLY__PROMPT_FORM=${4:-log} python -m chatling.cli.main contrast --adapter "$1" --data "$2" \
     --out "$3" --split none --preset gpu-24gb --grad-accum 1 --epochs 1 --lr 1e-4 --beta 0.1 \
     --negatives 3 --batch-size 64
 }

@@ -31,9 +31,9 @@ from chatling.chatlog import (
     read_chat_log_full,
 )
 from chatling.chatlog.base import HEAD_BYTES, read_head
-from chatling.chatlog.inspect_cmd import hms, inspect_lines
 from chatling.chatlog.irc import parse_irc, unescape_tag
 from chatling.chatlog.lines import MAX_LINE_CHARS
+from chatling.cli.inspect import hms, inspect_lines
 from chatling.errors import ChatlingError, ChatLogError
 from chatling.events import ChatMessage
 

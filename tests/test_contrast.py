@@ -99,7 +99,7 @@ def test_a_stream_shorter_than_the_gap_gives_a_clear_error() -> None:
 def test_chatling_contrast_trains_a_dpo_adapter_from_the_sft_one(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from chatling.cli import main
+    from chatling.cli.main import main
     from chatling.training.sft.train import METADATA_FILE, TrainRequest, train
 
     pairs = make_pairs(8, seed=4)

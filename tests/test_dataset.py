@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from chatling.cli.data import main as data_main
 from chatling.errors import AudioError, InputFileError
 from chatling.events import ChatMessage, Reply, Utterance
 from chatling.safety import SafetyFilter
 from chatling.settings import PROJECT_ROOT
 from chatling.store import Store
 from chatling.training.data.align import AlignOptions, Segment
-from chatling.training.data.data_cli import main as data_main
 from chatling.training.data.dataset import (
     DatasetError,
     SourceInfo,
@@ -245,7 +245,7 @@ def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
         [
             sys.executable,
             "-m",
-            "chatling.training.data.data_cli",
+            "chatling.cli.data",
             "--env-file",
             "/nonexistent",
             *argv,
@@ -434,7 +434,7 @@ def _ingest(*argv: str) -> int:
     """The ingest handler itself, so the error's type is seen, not its printed line."""
     import argparse
 
-    from chatling.training.data.data_cli import add_data_commands
+    from chatling.cli.data import add_data_commands
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--env-file", default="/nonexistent/.env")

@@ -136,7 +136,7 @@ def test_every_sampling_option_reaches_the_server() -> None:
 
 
 def test_chatling_serve_help_and_command_line(capsys: pytest.CaptureFixture[str]) -> None:
-    from chatling.cli import main
+    from chatling.cli.main import main
 
     with pytest.raises(SystemExit):
         main(["serve", "--help"])

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from chatling.cli.eval import add_eval_command
 from chatling.safety import SafetyFilter, dedupe_key
 from chatling.settings import DEFAULT_MODEL_DIR, ReplySettings
 from chatling.training.data.pairs import Pair
 from chatling.training.data.splits import load_split
 from chatling.training.eval import metrics as em
-from chatling.training.eval.eval_cli import add_eval_command
 from chatling.training.eval.evaluate import (
     BootstrapConfig,
     CandidateConfig,

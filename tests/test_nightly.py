@@ -188,7 +188,7 @@ async def test_killed_training_leaves_the_serving_adapter(
         while time.monotonic() < deadline and not killed:
             for child in me.children(recursive=True):
                 with contextlib.suppress(psutil.Error):
-                    if "chatling.training.sft.train_cli" in " ".join(child.cmdline()):
+                    if "chatling.cli.train" in " ".join(child.cmdline()):
                         log = next(config.runs_dir.glob("run-*/train.log"), None)
                         if log is not None and "step" in log.read_text(errors="replace"):
                             os.kill(child.pid, signal.SIGKILL)
@@ -298,7 +298,7 @@ async def test_scheduled_retrain_inside_chatling_run_keeps_chatting(
                 assert not run.done(), run
                 assert time.monotonic() < deadline, "the scheduled retrain never promoted"
                 training = any(
-                    "chatling.training.sft.train_cli" in " ".join(c.cmdline())
+                    "chatling.cli.train" in " ".join(c.cmdline())
                     for c in psutil.Process().children(recursive=True)
                     if c.is_running()
                 )

@@ -358,7 +358,7 @@ async def test_adapter_loads_in_vllm_and_changes_greedy_output(
 def test_cli_reports_bad_input_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import argparse
 
-    from chatling.training.sft.train_cli import add_train_command, main
+    from chatling.cli.train import add_train_command, main
 
     parser = argparse.ArgumentParser()
     add_train_command(parser.add_subparsers(dest="command"))

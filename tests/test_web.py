@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from chatling.cli import main
+from chatling.cli.main import main
 from chatling.display import Display
 from chatling.errors import ConfigError
 from chatling.events import Candidate, Reply

@@ -138,13 +138,13 @@ def test_training_evaluation_and_serving_render_one_prompt(
     the ranking evaluation and the live engine all see the same prompt tokens."""
     from transformers import AutoTokenizer
 
+    from chatling.cli.eval import _model_rankers
     from chatling.engine import VllmEngine
     from chatling.prompt import PromptBuilder
     from chatling.settings import load_settings
     from chatling.training.data.pairs import render_prompt
     from chatling.training.dpo.contrast import ContrastConfig, contrast_pairs
     from chatling.training.dpo.preference import encode_preference
-    from chatling.training.eval.eval_cli import _model_rankers
     from chatling.training.sft.collate import encode_pair, prompt_builder
 
     env = tmp_path / ".env"

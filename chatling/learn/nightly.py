@@ -8,7 +8,7 @@ priority, so the bot keeps chatting):
    that produced the serving adapter (all of it when none did), plus the
    dataset that adapter was trained on (or ``schedule.base_data``), so nothing
    learnt is forgotten. A live stream exported again replaces its older copy.
-2. **train**: ``python -m chatling.training.sft.train_cli`` in a child process (its own
+2. **train**: ``python -m chatling.cli.train`` in a child process (its own
    address space: an out-of-memory kill or a crash takes only the trainer
    down), with ``nice`` and a thread cap; its log goes to ``RUN/train.log``.
 3. **dpo**: with at least ``min_preference_pairs`` moderator-marked pairs, a
@@ -399,7 +399,7 @@ def _run_child(cmd: list[str], log_path: Path, nice: int, threads: int) -> None:
 
 def train_candidate(config: NightlyConfig, data: Path, out: Path, log_path: Path) -> None:
     cmd = [
-        sys.executable, "-m", "chatling.training.sft.train_cli",
+        sys.executable, "-m", "chatling.cli.train",
         "--data", str(data), "--out", str(out),
         "--preset", config.preset, "--split", "time", "--test-fraction", str(config.test_fraction),
         "--seed", str(config.seed),

@@ -45,7 +45,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatling.chatlog import FORMATS, inspect_chat_log, read_chat_log
-from chatling.chatlog.inspect_cmd import inspect_lines
+from chatling.cli.inspect import inspect_lines
 from chatling.errors import ChatlingError, ConfigError, InputFileError
 from chatling.settings import PROJECT_ROOT, Settings, load_settings
 

@@ -20,24 +20,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from chatling.cli.common import setup_logging
 from chatling.errors import ChatlingError
 
 log = logging.getLogger("chatling")
-
-
-def _setup_logging(level: str, verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    if not verbose:
-        # vLLM logs every engine step at INFO; keep the terminal for the stream.
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-        # Verdicts are stored with every reply; the terminal shows only the outcome.
-        for noisy in ("httpx", "faster_whisper", "chatling.safety"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -64,7 +50,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if args.eager:
         settings.model.enforce_eager = True
     del overrides
-    _setup_logging(settings.log_level, args.verbose)
+    setup_logging(args.verbose, settings.log_level)
     request = ReplayRequest(
         audio=Path(args.audio), chat=Path(args.chat), speed=args.speed, until_s=args.until
     )
@@ -104,7 +90,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from chatling.settings import load_settings
 
     settings = load_settings(args.env_file)
-    _setup_logging(settings.log_level, args.verbose)
+    setup_logging(args.verbose, settings.log_level)
     result = asyncio.run(
         run_live(
             settings,
@@ -133,7 +119,7 @@ def _cmd_auth_twitch(args: argparse.Namespace) -> int:
     from chatling.twitch.auth import device_code_login
 
     settings = load_settings(args.env_file)
-    _setup_logging(settings.log_level, False)
+    setup_logging(False, settings.log_level)
     if not settings.twitch.client_id:
         from chatling.errors import ConfigError
 
@@ -168,7 +154,7 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_safety_check(args: argparse.Namespace) -> int:
-    from chatling.safety_cli import run_check
+    from chatling.cli.safety import run_check
     from chatling.settings import load_settings
 
     run_check(load_settings(args.env_file), args.file, sys.stdout)
@@ -187,7 +173,7 @@ def _cmd_web_url(args: argparse.Namespace) -> int:
 def _cmd_models(args: argparse.Namespace) -> int:
     from chatling.models import provision_all
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     llm, whisper = provision_all()
     print(f"language model: {llm}\nwhisper model:  {whisper}")
     return 0
@@ -197,7 +183,7 @@ def _cmd_models_merge(args: argparse.Namespace) -> int:
     from chatling.models import merge_adapter
     from chatling.settings import DEFAULT_MODEL_DIR
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     base = Path(args.base) if args.base else DEFAULT_MODEL_DIR
     out = merge_adapter(base, Path(args.adapter), Path(args.out))
     print(f"merged model: {out}\nserve it with CHATLING_MODEL__NAME={out}")
@@ -213,13 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
     sub = parser.add_subparsers(dest="command", required=True)
-    from chatling.learn.nightly_cli import add_nightly_commands
+    from chatling.cli.contrast import add_contrast_command
+    from chatling.cli.data import add_data_commands
+    from chatling.cli.eval import add_eval_command
+    from chatling.cli.generate import add_generate_command
+    from chatling.cli.nightly import add_nightly_commands
+    from chatling.cli.train import add_train_command
     from chatling.serve import add_serve_command
-    from chatling.training.data.data_cli import add_data_commands
-    from chatling.training.dpo.contrast_cli import add_contrast_command
-    from chatling.training.eval.eval_cli import add_eval_command
-    from chatling.training.eval.generate import add_generate_command
-    from chatling.training.sft.train_cli import add_train_command
 
     add_data_commands(sub)
     add_train_command(sub)

@@ -3,8 +3,8 @@
     chatling train --data DIR --out DIR [--preset cpu-tiny|gpu-24gb|gpu-12gb] [--base MODEL]
                    [--steps N | --epochs N] [--lr X] [--batch-size N] [--resume]
 
-``chatling/cli.py`` adds it with ``add_train_command(subparsers)``; it also runs on
-its own (``python -m chatling.training.sft.train_cli ...``) and under ``accelerate launch``
+``chatling/cli/main.py`` adds it with ``add_train_command(subparsers)``; it also runs on
+its own (``python -m chatling.cli.train ...``) and under ``accelerate launch``
 for several GPUs (see ``chatling/training/accelerate/``).
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from chatling.cli.common import positive_int, setup_logging
 from chatling.errors import ChatlingError
-from chatling.training.cli_common import positive_int, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def add_train_command(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone: ``python -m chatling.training.sft.train_cli --data ... --out ...``."""
+    """Stand-alone: ``python -m chatling.cli.train --data ... --out ...``."""
     parser = argparse.ArgumentParser(prog="chatling")
     sub = parser.add_subparsers(dest="command", required=True)
     add_train_command(sub)

@@ -25,9 +25,9 @@ def run_contrast(args: argparse.Namespace) -> int:
     """The ``contrast`` subcommand: draw the pairs, run DPO, print where the adapter went."""
     from transformers import AutoTokenizer
 
+    from chatling.cli.common import setup_logging
     from chatling.engine import resolve_model
     from chatling.errors import ModelError
-    from chatling.training.cli_common import setup_logging
     from chatling.training.data.pairs import pairs_from_rows
     from chatling.training.dpo.contrast import ContrastConfig, contrast_pairs
     from chatling.training.dpo.dpo import adapter_base, train_dpo
@@ -78,7 +78,7 @@ def run_contrast(args: argparse.Namespace) -> int:
 
 def add_contrast_command(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``contrast`` to the ``chatling`` command's subparsers; returns its parser."""
-    from chatling.training.cli_common import positive_int
+    from chatling.cli.common import positive_int
     from chatling.training.dpo.contrast import ContrastConfig
     from chatling.training.dpo.dpo import DEFAULT_BETA
     from chatling.training.sft.presets import PRESETS

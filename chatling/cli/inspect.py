@@ -2,10 +2,10 @@
 
 ``inspect_lines`` is pure output formatting over ``inspect_chat_log``; a file
 that cannot be read gives a last line starting with ``error:``. ``chatling data
-inspect`` (chatling/training/data/data_cli.py) prints ``info_lines`` and lets the error reach
+inspect`` (chatling/cli/data.py) prints ``info_lines`` and lets the error reach
 its one-line stderr report. Run this module directly to try it:
 
-    python -m chatling.chatlog.inspect_cmd chat.json [--format NAME] [--stream-start UNIX_S]
+    python -m chatling.cli.inspect chat.json [--format NAME] [--stream-start UNIX_S]
 """
 
 from __future__ import annotations

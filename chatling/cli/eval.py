@@ -23,12 +23,12 @@ import argparse
 import json
 import logging
 import shutil
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from chatling.cli.common import setup_logging
 from chatling.errors import InputFileError
 from chatling.training.data.pairs import Pair
 from chatling.training.data.splits import load_split
@@ -143,13 +143,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from chatling.training.eval.rankers import FrequencyRanker, RandomRanker, TfIdf, TfIdfRanker
     from chatling.training.eval.report import write_report
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.DEBUG if args.verbose else logging.INFO,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            datefmt="%H:%M:%S",
-            stream=sys.stderr,
-        )
+    setup_logging(args.verbose)
     train, test = load_split(Path(args.data), args.split, args.test_fraction)
     report = Path(args.report)
     report.mkdir(parents=True, exist_ok=True)

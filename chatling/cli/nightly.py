@@ -15,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from chatling.cli.common import setup_logging
+
 log = logging.getLogger(__name__)
 
 
@@ -27,18 +29,6 @@ def _settings(args: argparse.Namespace) -> Any:
     if getattr(args, "adapters_dir", None):
         settings.schedule.adapters_dir = args.adapters_dir
     return settings
-
-
-def _logging(verbose: bool) -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.DEBUG if verbose else logging.INFO,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            datefmt="%H:%M:%S",
-            stream=sys.stderr,
-        )
-    for noisy in ("httpx", "urllib3", "datasets", "filelock", "chatling.safety"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
@@ -54,7 +44,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    _logging(args.verbose)
+    setup_logging(args.verbose)
     settings = _settings(args)
     if args.steps:
         settings.schedule.max_steps = args.steps

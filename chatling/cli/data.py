@@ -5,7 +5,7 @@
     chatling data from-db --db FILE --out DIR [--since DATE]
     chatling data inspect FILE
 
-(also ``python -m chatling.training.data.data_cli data ingest ...``, the same without the rest
+(also ``python -m chatling.cli.data data ingest ...``, the same without the rest
 of the CLI).
 ``ingest`` checks its inputs first (chat log, VOD), then transcribes the VOD
 (cached: a second run reads the transcript back), aligns and filters the chat
@@ -16,7 +16,7 @@ accounts' messages never are, except a bot post a moderator marked good (and
 nobody bad): it becomes a target like a viewer's message. Messages moderators
 deleted or marked bad are left out altogether (logs of schema version 2 on;
 older logs have no marks). Both end with a summary on stdout; progress and
-logs go to stderr. ``chatling/cli.py`` calls ``add_data_commands(subparsers)``.
+logs go to stderr. ``chatling/cli/main.py`` calls ``add_data_commands(subparsers)``.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from chatling.cli.common import setup_logging
 from chatling.errors import AudioError, ChatlingError, StoreError
 from chatling.training.data.align import AlignOptions
-from chatling.training.cli_common import setup_logging
 from chatling.training.data.filters import FilterOptions, FilterReport, Removed, make_pairs
 from chatling.training.data.logdb import connect_read_only, from_db_filters, stream_lines
 
@@ -92,7 +92,12 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from chatling.chatlog import read_chat_log_full
     from chatling.settings import load_settings
     from chatling.training.data.dataset import SourceInfo, read_manifest, source_name, write_source
-    from chatling.training.data.vod import VodOptions, file_sha256, read_transcript_file, transcribe_vod
+    from chatling.training.data.vod import (
+        VodOptions,
+        file_sha256,
+        read_transcript_file,
+        transcribe_vod,
+    )
 
     settings = load_settings(args.env_file)
     setup_logging(args.verbose)
@@ -228,7 +233,7 @@ def _cmd_from_db(args: argparse.Namespace) -> int:
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from chatling.chatlog import inspect_chat_log
-    from chatling.chatlog.inspect_cmd import info_lines
+    from chatling.cli.inspect import info_lines
 
     stream_start = parse_time(args.stream_start, "--stream-start") if args.stream_start else None
     # A ChatLogError goes up to main: one line on stderr, exit 2; stdout holds only the summary.
@@ -344,7 +349,7 @@ def add_data_commands(subparsers: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m chatling.training.data.data_cli ...``: these commands without the rest of the CLI."""
+    """``python -m chatling.cli.data ...``: these commands without the rest of the CLI."""
     parser = argparse.ArgumentParser(prog="chatling")
     parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
     add_data_commands(parser.add_subparsers(dest="command", required=True))

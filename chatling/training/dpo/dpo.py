@@ -259,7 +259,7 @@ def build_dpo_trainer(
     if "ref" not in trainer.accelerator.unwrap_model(trainer.model).peft_config:
         raise ModelError(
             "trl did not keep a frozen copy of the SFT adapter as the DPO reference; "
-            "this trl/peft pair is not supported (see chatling/training/dpo/dpo/dpo.py)"
+            "this trl/peft pair is not supported (see chatling/training/dpo/dpo.py)"
         )
     return trainer
 

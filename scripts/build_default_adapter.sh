@@ -25,11 +25,11 @@ mkdir -p "$WORK"
 #    context holds speech (the packaged default must also serve channels it cannot hear well).
 echo '{"start": 999999.0, "end": 1000000.0, "text": "."}' > "$WORK/no-speech.jsonl"
 [ -f "$WORK/nl-pairs/manifest.json" ] ||
-  $PY -m chatling.cli.main data ingest --chat "$NL_CHAT" --transcript "$WORK/no-speech.jsonl" \
+  $PY -m chatling data ingest --chat "$NL_CHAT" --transcript "$WORK/no-speech.jsonl" \
     --out "$WORK/nl-pairs" --no-progress
 # 2. The demo stream, transcribed by the packaged Whisper (cached by content).
 [ -f "$WORK/demo-pairs/manifest.json" ] ||
-  $PY -m chatling.cli.main data ingest --vod data/demo/stream.opus --chat data/demo/chat.json \
+  $PY -m chatling data ingest --vod data/demo/stream.opus --chat data/demo/chat.json \
     --out "$WORK/demo-pairs" --source chatling-demo --no-progress
 # 3. Train: Northernlion's first 80% by time + the whole demo; test: Northernlion's last 20%.
 $PY - "$WORK" <<'PY'

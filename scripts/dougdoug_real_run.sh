@@ -31,13 +31,13 @@ declare -A VARIANT=(
   [c5]="--negatives 3 --batch-size 64"  # frequent, similar and random, in turn
 )
 contrast() {  # sft_adapter data out variant
-  python -m chatling.cli.main contrast --adapter "$1" --data "$2" --out "$3" --split none --preset gpu-24gb \
+  python -m chatling contrast --adapter "$1" --data "$2" --out "$3" --split none --preset gpu-24gb \
     --grad-accum 1 --epochs 1 --lr 1e-4 --beta 0.1 ${VARIANT[$4]}
 }
 evaluate() {  # data adapter report [extra args]
   local data=$1 adapter=$2 report=$3
   shift 3
-  python -m chatling.cli.main eval --data "$data" --adapter "$adapter" --report "$report" --points 500 "$@"
+  python -m chatling eval --data "$data" --adapter "$adapter" --report "$report" --points 500 "$@"
 }
 sft data/runs/dougdoug-val "$OUT/sft-val"
 for v in c4 c5; do

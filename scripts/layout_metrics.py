@@ -2,8 +2,8 @@
 
     .venv/bin/python scripts/layout_metrics.py [REPO_DIR]
 
-Counts the product's Python files (``chatling/``, ``chatling/training/``, and ``chatling/``
-once it exists) over 400 lines, lists the five longest functions, and finds
+Counts the product's Python files (``bot/`` and ``training/`` before the move, ``chatling/``
+after it) over 400 lines, lists the five longest functions, and finds
 the import cycles among the product's modules, counting imports made inside
 functions and under ``TYPE_CHECKING`` (grimp, the graph import-linter uses).
 ``duplicates`` (the dev tool) gives the near-copy pairs separately.

@@ -342,6 +342,11 @@ class Pipeline:
         if await p.sink.send(best.text, target):
             reply.status = "posted"
             self.stats.posted += 1
+            # The bot's own line joins the duplicate check at once: Twitch echoes it back
+            # as chat later, a replay or a log sink never does, and the bot must not repeat
+            # itself there either.
+            own = ChatMessage(offset=ready, user=p.settings.bot_name, text=best.text, is_bot=True)
+            self.recent_chat.append(own)
         else:
             reply.status = "failed"
             self.stats.failed += 1

@@ -17,6 +17,7 @@ import pytest
 from chatling.app import ReplayRequest, build_safety, replay
 from chatling.chatlog import read_chat_log
 from chatling.display import Display
+from chatling.events import ChatMessage
 from chatling.settings import PROJECT_ROOT, Settings
 
 CLIP = PROJECT_ROOT / "data" / "demo" / "clip.opus"
@@ -95,6 +96,17 @@ async def test_replay_clip_end_to_end(engine, whisper_model, tmp_path) -> None:
         assert any(
             f"{m.display_name or m.user}: " in row["prompt"] for m in read_chat_log(CLIP_CHAT)
         )
+    # The bot never repeats its own post within the duplicate window, in a replay too
+    # (where no platform echoes its lines back as chat).
+    for i, row in enumerate(posted):
+        earlier = [
+            ChatMessage(offset=r["offset_s"], user=settings.reply.bot_name, text=r["chosen"])
+            for r in posted[:i]
+        ]
+        verdict = safety.check(
+            row["chosen"], now=row["offset_s"], reply_to_user=None, recent_chat=earlier
+        )
+        assert verdict.reason != "duplicate_of_chat", row["chosen"]
     text = out.getvalue()
     assert "streamer" in text and "chatling" in text
 

@@ -11,7 +11,7 @@ the bot keeps serving the next one.
 
 The command is registered (synced) at start: to ``DiscordSettings.guild_id``
 when set, which takes effect at once, else globally (Discord may take up to
-an hour to show a new global command). The bot needs only the ``chatling`` and
+an hour to show a new global command). The bot needs only the ``bot`` and
 ``applications.commands`` scopes and no privileged intents (guilds and guild
 reactions).
 
@@ -137,7 +137,7 @@ class _Client(discord.Client):
 
 
 def _chat_command(bot: DiscordBot) -> app_commands.Command[None, ..., None]:
-    """The ``/chat`` command object, calling back into ``chatling``."""
+    """The ``/chat`` command object, calling back into ``bot``."""
 
     @app_commands.command(name="chat", description="Say something to the bot")
     @app_commands.describe(prompt="What you want to say")

@@ -9,7 +9,7 @@ What the tests, the benchmarks and the scripts share:
 - ``dougdoug_corpus``: the reader of the DougDoug development corpus in
   ``../shared`` (read in place, never copied).
 
-The product (``chatling``, ``training``) never imports this package; the import
+The product (``chatling``) never imports this package; the import
 contract in ``pyproject.toml`` (``lint-imports``, run by ``make test`` through
 ``tests/test_architecture.py``) says so.
 """

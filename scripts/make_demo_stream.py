@@ -121,7 +121,7 @@ def load_script(path: Path) -> list[Line]:
                 react=str(item.get("react", "info")),
                 echo=tuple(item.get("echo", ())),
                 answers=tuple(item.get("answers", ())),
-                bot=tuple(item.get("chatling", ())),
+                bot=tuple(item.get("bot", ())),
                 burst=item.get("burst"),
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -100,7 +100,7 @@ def test_an_engine_process_and_its_children_die_with_the_owner(tmp_path: Path) -
     pid_file = tmp_path / "grandchild"
     code = (
         "import subprocess, sys, time\n"
-        "from bot import procwatch\n"
+        "from chatling import procwatch\n"
         "procwatch.register()\n"
         "child = subprocess.Popen(['sleep', '60'])\n"
         f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"

@@ -142,7 +142,7 @@ class FakeDiscord(ThreadedServer):
             "discriminator": "0",
             "global_name": None,
             "avatar": None,
-            "chatling": True,
+            "bot": True,
             "verified": True,
             "flags": 0,
             "mfa_enabled": False,
@@ -511,7 +511,7 @@ class FakeDiscord(ThreadedServer):
                 "team": None,
                 "verify_key": secrets.token_hex(32),
                 "flags": 0,
-                "chatling": self.bot_user,
+                "bot": self.bot_user,
             }
         )
 

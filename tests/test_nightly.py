@@ -236,6 +236,18 @@ async def test_scheduler_skips_while_live_and_runs_when_offline(tmp_path: Path) 
     assert done.read_text() == "ok"
 
 
+def _trainer_running() -> bool:
+    """Whether a `chatling train` child runs now. A child can end, or be a zombie not yet
+    reaped, between the listing and the reading of its command line: that one is not."""
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "chatling.cli.train" in " ".join(child.cmdline()):
+                return True
+        except psutil.Error:
+            continue
+    return False
+
+
 async def test_scheduled_retrain_inside_chatling_run_keeps_chatting(
     tmp_path: Path, engine: Any
 ) -> None:
@@ -297,11 +309,7 @@ async def test_scheduled_retrain_inside_chatling_run_keeps_chatting(
             while not pointer.exists():
                 assert not run.done(), run
                 assert time.monotonic() < deadline, "the scheduled retrain never promoted"
-                training = any(
-                    "chatling.cli.train" in " ".join(c.cmdline())
-                    for c in psutil.Process().children(recursive=True)
-                    if c.is_running()
-                )
+                training = _trainer_running()
                 before = len(fake.chat_posts)
                 await fake.send_chat(f"@chatling are you still there? {i}", chatter=f"fan{i}")
                 i += 1

@@ -118,7 +118,12 @@ class ReplyWriter:
                 candidates.append(Candidate(final, False, CUT_OFF, score))
                 continue
             candidates.append(Candidate(final, verdict.allowed, verdict.reason, score))
-        chat = [f"{m.user}: {m.text}" for m in prompt.snapshot.chat]
+        # Only the topical chooser reads the chat; the reply path builds nothing for the others.
+        chat = (
+            [f"{m.user}: {m.text}" for m in prompt.snapshot.chat]
+            if self.settings.chooser == "topical"
+            else ()
+        )
         return Judged(candidates, self.choose(candidates, generation.mean_logprobs, chat))
 
     def choose(

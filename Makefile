@@ -71,8 +71,8 @@ test-hardening: setup
 	CHATLING_HARDENING_FULL=1 $(PY) -m pytest -q -s tests/hardening
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check bot training tests bench scripts
-	$(VENV)/bin/ruff format --check bot training tests bench scripts
+	$(VENV)/bin/ruff check chatling devtools tests bench scripts
+	$(VENV)/bin/ruff format --check chatling devtools tests bench scripts
 
 bench: setup
 	$(PY) bench/reply_latency.py

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from chatling.prompt import PromptBuilder
 from chatling.ratelimit import RateLimiter
 from chatling.safety import SafetyFilter
 from chatling.settings import PROJECT_ROOT, Settings
+from chatling.shutdown_watch import StopSignals
 from chatling.sinks import TerminalSink
 from chatling.sources.replay import replay_audio, replay_chat
 from chatling.store import Store
@@ -107,6 +107,8 @@ async def replay(
     web = web_server(settings)  # None unless CHATLING_WEB__ENABLED
 
     async with contextlib.AsyncExitStack() as stack:
+        signals = StopSignals()
+        stack.callback(signals.close)  # first in, last out: a signal during clean-up is handled
         store = await stack.enter_async_context(
             Store.open(db_path, settings.storage.flush_interval_s, settings.storage.max_batch)
         )
@@ -169,21 +171,18 @@ async def replay(
             finally:
                 await pipeline.inbox.put(EndOfStream())
 
-        loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as tg:
             feeding = tg.create_task(feed(), name="sources")
             tg.create_task(pipeline.run(), name="reply-loop")
 
             def stop() -> None:
                 nonlocal interrupted
+                if not interrupted and not feeding.done():
+                    log.info("stopping: finishing the reply in flight and flushing the log")
                 interrupted = True
-                log.info("stopping: finishing the reply in flight and flushing the log")
                 feeding.cancel()
 
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+            signals.install(stop)
         await store.end_stream(stream_id)
         return ReplayResult(
             stats=pipeline.stats,

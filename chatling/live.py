@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import statistics
 import time
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from chatling.learn.watcher import AdapterWatcher
 from chatling.pipeline import EndOfStream, Pipeline, PipelineParts, PipelineStats
 from chatling.prompt import PromptBuilder
 from chatling.settings import Settings, resolve_path
-from chatling.shutdown_watch import ShutdownWatch
+from chatling.shutdown_watch import ShutdownWatch, StopSignals
 from chatling.store import Store
 from chatling.web import bot_handle, web_server
 
@@ -138,6 +137,8 @@ async def run_live(
     web = web_server(settings)  # None unless CHATLING_WEB__ENABLED
 
     async with contextlib.AsyncExitStack() as stack:
+        signals = StopSignals()
+        stack.callback(signals.close)  # first in, last out: a signal during clean-up is handled
         store = await stack.enter_async_context(
             Store.open(db_path, settings.storage.flush_interval_s, settings.storage.max_batch)
         )
@@ -247,7 +248,6 @@ async def run_live(
             finally:
                 await pipeline.inbox.put(EndOfStream())
 
-        loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as tg:
             feeding = tg.create_task(feed(), name="sources")
             status = tg.create_task(_report_status(pipeline, status_interval_s, extra))
@@ -262,8 +262,7 @@ async def run_live(
                     feeding.cancel()
                 watch.request()
 
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop)
+            signals.install(stop)
             try:
                 # Not `await running`: a second signal cancels it (the hurry), and the task
                 # group, not this body, deals with how the reply loop ended.
@@ -271,8 +270,6 @@ async def run_live(
             finally:
                 status.cancel()
                 watching.cancel()
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
         await store.end_stream(stream_id)
         watch.close()
         if use_audio:

@@ -10,6 +10,12 @@ it is awaiting, and ``faulthandler`` writes every thread's stack to stderr
 and the interpreter waits on a worker thread at exit), once. A second
 signal does not wait for the reply in flight: ``hurry`` is called, and the
 usual clean-up (store flush, engine shutdown) still runs.
+
+``StopSignals`` keeps the signals on the event loop until the run has
+returned, clean-up included: asyncio's ``remove_signal_handler`` puts back
+Python's default SIGINT handler, so a Ctrl-C after the reply loop ended but
+before the last flush and the engine's shutdown used to raise
+``KeyboardInterrupt`` at whatever line was running.
 """
 
 from __future__ import annotations
@@ -18,10 +24,47 @@ import asyncio
 import faulthandler
 import io
 import logging
+import signal
 import sys
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopSignals:
+    """SIGINT/SIGTERM handled on the event loop from ``install`` until ``close``.
+
+    A run installs it where the reply loop starts and closes it last of all
+    (first on its exit stack), so a signal during the clean-up still goes to
+    ``on_signal`` (a second one hurries, as the first did nothing more) and
+    never raises in the middle of a flush. ``close`` puts back whatever
+    handler was there before (``asyncio.run``'s own, which cancels the main
+    task), not Python's default.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self, on_signal: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.getsignal(sig)
+            loop.add_signal_handler(sig, on_signal)
+        self._loop = loop
+
+    def close(self) -> None:
+        if self._loop is None:
+            return
+        for sig in STOP_SIGNALS:
+            self._loop.remove_signal_handler(sig)
+            previous = self._previous.get(sig)
+            if callable(previous) or previous in (signal.SIG_DFL, signal.SIG_IGN):
+                signal.signal(sig, previous)
+        self._loop = None
 
 
 class ShutdownWatch:

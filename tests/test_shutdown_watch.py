@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import logging
+import os
+import signal
 
-from chatling.shutdown_watch import ShutdownWatch
+from chatling.shutdown_watch import ShutdownWatch, StopSignals
 
 
 async def test_first_request_reports_pending_tasks_after_grace(caplog) -> None:
@@ -46,3 +48,30 @@ async def test_second_request_hurries_once_and_close_stops_the_report(caplog) ->
         faulthandler.cancel_dump_traceback_later()
     assert "second stop signal" in caplog.text
     assert "still stopping" not in caplog.text
+
+
+async def test_stop_signals_reach_the_loop_until_closed_then_the_old_handler_is_back() -> None:
+    """A Ctrl-C between the reply loop's end and the last flush must not raise
+    KeyboardInterrupt (asyncio's remove_signal_handler alone puts Python's default back)."""
+    seen: list[str] = []
+
+    def before(signum: int, frame: object) -> None:
+        seen.append("before")
+
+    previous = signal.signal(signal.SIGINT, before)
+    try:
+        signals = StopSignals()
+        signals.install(lambda: seen.append("loop"))
+        os.kill(os.getpid(), signal.SIGINT)
+        await asyncio.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+        await asyncio.sleep(0.05)
+        assert seen == ["loop", "loop"]
+        signals.close()
+        assert signal.getsignal(signal.SIGINT) is before
+        os.kill(os.getpid(), signal.SIGINT)
+        await asyncio.sleep(0.05)
+        assert seen == ["loop", "loop", "before"]
+        signals.close()  # twice is harmless (a run's exit stack may close it once more)
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -130,10 +130,36 @@ async def _until(
         await asyncio.sleep(0.2)
 
 
-def _stop_replay(task: asyncio.Task) -> None:
-    """Ctrl-C, as a streamer stops the bot (the replay handles SIGINT on the loop)."""
+def _loop_handles_sigint() -> bool:
+    """Whether SIGINT goes to the event loop (a replay's handler), not Python's default."""
+    return getattr(signal.getsignal(signal.SIGINT), "__name__", "") == "_sighandler_noop"
+
+
+async def _stop_replay(task: asyncio.Task, within_s: float = 120.0) -> Any:
+    """Ctrl-C, as a streamer stops the bot; returns what the replay returned.
+
+    The signal is sent only once the replay handles it on the loop: sent earlier, it
+    would raise KeyboardInterrupt in the test session itself. Waiting is bounded, and
+    a stop that hangs fails with the stack of every pending task."""
+    deadline = time.monotonic() + within_s
+    while not task.done() and not _loop_handles_sigint():
+        if time.monotonic() > deadline:
+            pytest.fail(f"the replay never installed its SIGINT handler {_pending_tasks()}")
+        await asyncio.sleep(0.1)
     if not task.done():
         os.kill(os.getpid(), signal.SIGINT)
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), within_s)
+    except TimeoutError:
+        pytest.fail(f"the replay did not stop within {within_s:.0f} s of SIGINT {_pending_tasks()}")
+
+
+def _pending_tasks() -> str:
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        if not task.done():
+            task.print_stack(limit=6, file=out)
+    return "\npending tasks:\n" + out.getvalue()
 
 
 async def _evil_site(target: str) -> tuple[web.AppRunner, str]:
@@ -345,8 +371,7 @@ async def test_control_room_in_a_real_browser(engine, whisper_model, tmp_path) -
 
             # The bot stops (Ctrl-C) and starts again on the same port: the open
             # overlay reconnects by itself and shows the new run's replies.
-            _stop_replay(first)
-            result = await first
+            result = await _stop_replay(first)
             await engine.set_adapter(None)  # a restarted replay serves model.adapter (none)
             await overlay.wait_for_selector("body[data-connected='no']", state="attached")
             before_restart = len(await posted_lines())
@@ -374,14 +399,12 @@ async def test_control_room_in_a_real_browser(engine, whisper_model, tmp_path) -
                 )
                 await dashboard.wait_for_selector("#link:text('live')")
             finally:
-                _stop_replay(second)
-                await second
+                await _stop_replay(second)
             await browser.close()
     finally:
         if not first.done():
             first.cancel()
-            with contextlib.suppress(BaseException):
-                await first
+            await asyncio.wait({first}, timeout=120)  # bounded: the failure above is the story
         await engine.set_adapter(None)  # the session's engine serves the base model again
 
     db = sqlite3.connect(result.db_path)

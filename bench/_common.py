@@ -78,9 +78,10 @@ def demo_prompts(
 
     from chatling.chatlog import read_chat_log
     from chatling.context import RollingContext
-    from chatling.events import ChatMessage, Utterance
+    from chatling.core.events import ChatMessage, Utterance
+    from chatling.core.paths import DEFAULT_MODEL_DIR
+    from chatling.core.settings import ReplySettings
     from chatling.prompt import PromptBuilder
-    from chatling.settings import DEFAULT_MODEL_DIR, ReplySettings
 
     tokenizer = AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR)
     settings = settings or ReplySettings()

@@ -38,9 +38,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from chatling.errors import ConfigError, InputFileError
-from chatling.events import ChatMessage
-from chatling.settings import PROJECT_ROOT, ReplySettings
+from chatling.core.errors import ConfigError, InputFileError
+from chatling.core.events import ChatMessage
+from chatling.core.paths import PROJECT_ROOT
+from chatling.core.settings import ReplySettings
 
 logger = logging.getLogger(__name__)
 

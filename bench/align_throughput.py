@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import ROOT, PeakMemory, now, print_table, write_result
 from chatling.chatlog import read_chat_log
-from chatling.events import ChatMessage
-from chatling.settings import Settings
+from chatling.core.events import ChatMessage
+from chatling.core.settings import Settings
 from chatling.training.data.align import AlignOptions, Segment, align, align_naive
 from chatling.training.data.dataset import SourceInfo, write_source
 from chatling.training.data.filters import FilterOptions, Removed, reason, select

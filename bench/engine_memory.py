@@ -96,8 +96,8 @@ def _slope(points: list[tuple[float, float]]) -> float:
 
 
 async def _run_variant(minutes: float) -> dict:
+    from chatling.core.settings import ModelSettings, ReplySettings
     from chatling.engine import SamplingOptions, VllmEngine
-    from chatling.settings import ModelSettings, ReplySettings
 
     rng = random.Random(7)
     grid = int(os.environ.get("CHATLING_BENCH_GRID", str(ReplySettings().prompt_length_grid)))

@@ -63,7 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import ROOT, percentile, print_table, write_result
 from chatling.audio import load_audio
-from chatling.errors import ChatlingError
+from chatling.core.errors import ChatlingError
 from chatling.prompt import quote_as_data
 from devtools.fakes.twitch_server import FakeTwitch
 from devtools.pulse import PulseServer, play, pulse_missing, write_wav

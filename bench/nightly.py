@@ -29,7 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import demo_prompts, percentile, print_table, write_result
-from chatling.settings import PROJECT_ROOT, load_settings
+from chatling.core.paths import PROJECT_ROOT
+from chatling.core.settings import load_settings
 from devtools.demo_log import write_demo_log
 
 DOUGDOUG = PROJECT_ROOT / "data" / "runs" / "dougdoug-pairs"
@@ -82,8 +83,8 @@ def run_once(
 
 
 async def latencies(prompts: list[tuple[str, str]], trainer_cmd: list[str] | None) -> dict:
+    from chatling.core.settings import ModelSettings
     from chatling.engine import SamplingOptions, VllmEngine
-    from chatling.settings import ModelSettings
 
     rows = {}
     async with VllmEngine.start(ModelSettings(enforce_eager=True)) as engine:

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import ROOT, print_table, write_result
 from chatling.chatlog import read_chat_log
-from chatling.events import ChatMessage
+from chatling.core.events import ChatMessage
 from chatling.training.data.align import Segment, spread_words
 from devtools.dougdoug_corpus import DEFAULT_DIR, load_corpus
 

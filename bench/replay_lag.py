@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import PeakMemory, percentile, print_table, write_result
 from chatling.app import ReplayRequest, replay
 from chatling.audio import SAMPLE_RATE
+from chatling.core.events import Utterance
+from chatling.core.settings import Settings
 from chatling.display import Display
 from chatling.engine import VllmEngine
-from chatling.events import Utterance
-from chatling.settings import Settings
 from chatling.transcribe import StreamingTranscriber, TranscriberOptions, load_whisper
 
 

@@ -37,7 +37,7 @@ def bench_transformers(prompts: list[tuple[str, str]], n: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria
 
-    from chatling.settings import DEFAULT_MODEL_DIR
+    from chatling.core.paths import DEFAULT_MODEL_DIR
 
     torch.set_num_threads(os.cpu_count() or 2)
     tok = AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR)
@@ -116,8 +116,8 @@ async def _variants(
 
 
 async def bench_vllm(prompts: list[tuple[str, str]], ns: list[int], eager: bool) -> list[dict]:
+    from chatling.core.settings import ModelSettings
     from chatling.engine import VllmEngine
-    from chatling.settings import ModelSettings
 
     with PeakMemory() as mem:
         async with VllmEngine.start(ModelSettings(enforce_eager=eager)) as engine:
@@ -134,9 +134,9 @@ async def bench_server(prompts: list[tuple[str, str]], ns: list[int]) -> list[di
     import socket
     import tempfile
 
+    from chatling.core.settings import ModelSettings
     from chatling.engine_server import ServerEngine
     from chatling.serve import ServerProcess
-    from chatling.settings import ModelSettings
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

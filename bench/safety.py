@@ -39,7 +39,7 @@ from bench import _safety_baseline as baseline  # noqa: E402
 from bench._common import percentile, print_table, write_result  # noqa: E402
 from chatling import safety, safety_terms  # noqa: E402
 from chatling.chatlog import read_chat_log  # noqa: E402
-from chatling.events import ChatMessage  # noqa: E402
+from chatling.core.events import ChatMessage  # noqa: E402
 from chatling.safety import ALL_STEPS, SafetyFilter, load_blocked_terms  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"

@@ -48,10 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import percentile, print_table, write_result
 from bench.live_lag import flood
+from chatling.core.errors import ChatlingError
+from chatling.core.events import Reply
+from chatling.core.settings import load_settings
 from chatling.display import Display
-from chatling.errors import ChatlingError
-from chatling.events import Reply
-from chatling.settings import load_settings
 from chatling.web import load_or_create_token, token_path
 from devtools.fakes.twitch_server import FakeTwitch
 

@@ -20,7 +20,9 @@ from typing import Any
 
 from chatling.audio import probe_audio
 from chatling.chatlog import read_chat_log
-from chatling.clock import StreamClock
+from chatling.core.clock import StreamClock
+from chatling.core.paths import PROJECT_ROOT, resolve_path
+from chatling.core.settings import Settings
 from chatling.display import Display
 from chatling.engine import VllmEngine, resolve_model
 from chatling.engine_factory import start_engine
@@ -28,7 +30,6 @@ from chatling.pipeline import EndOfStream, Pipeline, PipelineParts, PipelineStat
 from chatling.prompt import PromptBuilder
 from chatling.ratelimit import RateLimiter
 from chatling.safety import SafetyFilter
-from chatling.settings import PROJECT_ROOT, Settings
 from chatling.shutdown_watch import StopSignals
 from chatling.sinks import TerminalSink
 from chatling.sources.replay import replay_audio, replay_chat
@@ -65,11 +66,6 @@ class ReplayResult:
     interrupted: bool
 
 
-def _resolve(path: str) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() else PROJECT_ROOT / p
-
-
 def build_safety(settings: Settings) -> SafetyFilter:
     """The safety filter from the default list plus the user's terms."""
     return SafetyFilter.from_settings(settings.reply)
@@ -103,7 +99,7 @@ async def replay(
     probe_audio(request.audio)
     resolve_model(settings.model.name)
     safety = build_safety(settings)
-    db_path = _resolve(settings.storage.db_path)
+    db_path = resolve_path(settings.storage.db_path)
     web = web_server(settings)  # None unless CHATLING_WEB__ENABLED
 
     async with contextlib.AsyncExitStack() as stack:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chatling.errors import AudioError
+from chatling.core.errors import AudioError
 
 log = logging.getLogger(__name__)
 

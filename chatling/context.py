@@ -17,8 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chatling.errors import ConfigError
-from chatling.events import ChatMessage, Utterance
+from chatling.core.errors import ConfigError
+from chatling.core.events import ChatMessage, Utterance
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from chatling.events import ChatMessage, Reply, Utterance
+from chatling.core.events import ChatMessage, Reply, Utterance
 
 
 def _clock(offset: float) -> str:

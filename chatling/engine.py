@@ -38,8 +38,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatling import procwatch
-from chatling.errors import EngineError, ModelError
-from chatling.settings import ModelSettings, resolve_path
+from chatling.core.errors import EngineError, ModelError
+from chatling.core.paths import resolve_path
+from chatling.core.settings import ModelSettings
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

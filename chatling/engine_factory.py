@@ -13,9 +13,9 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+from chatling.core.settings import ModelSettings
 from chatling.engine import VllmEngine
 from chatling.engine_server import ServerEngine
-from chatling.settings import ModelSettings
 
 EngineStart = Callable[[ModelSettings], AbstractAsyncContextManager[Any]]
 

@@ -50,6 +50,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from chatling.core.errors import EngineError, ModelError
+from chatling.core.settings import ModelSettings
 from chatling.engine import (
     Adapter,
     Generation,
@@ -58,7 +60,6 @@ from chatling.engine import (
     _adapter_dir,
     resolve_model,
 )
-from chatling.errors import EngineError, ModelError
 from chatling.server_wire import (
     StreamedCandidates,
     adapter_model_name,
@@ -66,7 +67,6 @@ from chatling.server_wire import (
     error_text,
     sse_events,
 )
-from chatling.settings import ModelSettings
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

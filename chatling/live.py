@@ -25,18 +25,19 @@ from pathlib import Path
 from typing import Any
 
 from chatling.app import build_limiter, build_safety
-from chatling.clock import StreamClock
+from chatling.core.clock import StreamClock
+from chatling.core.errors import ConfigError
+from chatling.core.events import ChatMessage
+from chatling.core.paths import resolve_path
+from chatling.core.settings import Settings
 from chatling.display import Display
 from chatling.engine import VllmEngine, resolve_model
 from chatling.engine_factory import start_engine
-from chatling.errors import ConfigError
-from chatling.events import ChatMessage
 from chatling.learn.registry import AdapterRegistry
 from chatling.learn.schedule import NightlyScheduler
 from chatling.learn.watcher import AdapterWatcher
 from chatling.pipeline import EndOfStream, Pipeline, PipelineParts, PipelineStats
 from chatling.prompt import PromptBuilder
-from chatling.settings import Settings, resolve_path
 from chatling.shutdown_watch import ShutdownWatch, StopSignals
 from chatling.store import Store
 from chatling.web import bot_handle, web_server
@@ -170,8 +171,8 @@ async def run_live(
         )
         twitch = None
         if use_twitch:
-            from chatling.twitch.client import TwitchChat
-            from chatling.twitch.commands import MarkCommands
+            from chatling.platforms.twitch.client import TwitchChat
+            from chatling.platforms.twitch.commands import MarkCommands
 
             twitch = await stack.enter_async_context(
                 TwitchChat(
@@ -290,7 +291,7 @@ async def _run_discord(
     extra: dict[str, Any],
     store: Store,
 ) -> None:
-    from chatling.discord_bot import DiscordBot
+    from chatling.platforms.discord_bot import DiscordBot
     from chatling.responder import ChatResponder
 
     responder = ChatResponder(

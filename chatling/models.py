@@ -20,8 +20,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from chatling.errors import ModelError
-from chatling.settings import DEFAULT_MODEL_DIR, DEFAULT_WHISPER_DIR
+from chatling.core.errors import ModelError
+from chatling.core.paths import DEFAULT_MODEL_DIR, DEFAULT_WHISPER_DIR
 
 log = logging.getLogger(__name__)
 

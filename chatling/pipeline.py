@@ -19,18 +19,18 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from chatling.clock import StreamClock
 from chatling.context import RollingContext
+from chatling.core.clock import StreamClock
+from chatling.core.errors import EngineError
+from chatling.core.events import ChatMessage, Reply, Utterance
+from chatling.core.settings import ReplySettings
 from chatling.display import Display
 from chatling.engine import Generation, SamplingOptions
-from chatling.errors import EngineError
-from chatling.events import ChatMessage, Reply, Utterance
 from chatling.policy import Decision, ReplyPolicy
 from chatling.prompt import PromptBuilder, PromptParts
 from chatling.ratelimit import RateLimiter
 from chatling.reply import ReplyWriter
 from chatling.safety import SafetyFilter
-from chatling.settings import ReplySettings
 from chatling.sinks import ChatSink
 
 log = logging.getLogger(__name__)

@@ -29,9 +29,9 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from chatling.errors import ConfigError
-from chatling.events import ChatMessage
-from chatling.settings import ReplySettings
+from chatling.core.errors import ConfigError
+from chatling.core.events import ChatMessage
+from chatling.core.settings import ReplySettings
 
 Trigger = Literal["addressed", "burst", "quiet"]
 

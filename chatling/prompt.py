@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chatling.context import ContextSnapshot, trim_to_budget
-from chatling.errors import ConfigError
-from chatling.events import ChatMessage, Utterance
-from chatling.settings import PROJECT_ROOT, ReplySettings
+from chatling.core.errors import ConfigError
+from chatling.core.events import ChatMessage, Utterance
+from chatling.core.paths import resolve_path
+from chatling.core.settings import ReplySettings
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -52,9 +53,7 @@ def _render_line(item: Utterance | ChatMessage, *, tags: bool = True) -> str:
 
 
 def _read_template(path: str) -> str:
-    file = Path(path)
-    if not file.is_absolute():
-        file = PROJECT_ROOT / file
+    file = resolve_path(path)
     try:
         return file.read_text(encoding="utf-8")
     except OSError as exc:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from chatling.errors import ConfigError
-from chatling.settings import ReplySettings
+from chatling.core.errors import ConfigError
+from chatling.core.settings import ReplySettings
 
 
 class TokenBucket:

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from chatling.context import ContextSnapshot
+from chatling.core.events import Candidate, ChatMessage
+from chatling.core.settings import ReplySettings
 from chatling.engine import Generation, SamplingOptions
-from chatling.events import Candidate, ChatMessage
 from chatling.prompt import PromptBuilder, PromptParts, clean_generation
 from chatling.safety import SafetyFilter
 from chatling.scoring import score_candidate
-from chatling.settings import ReplySettings
 from chatling.topical import topical_choice
 
 CUT_OFF = "cut_off"

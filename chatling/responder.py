@@ -1,7 +1,7 @@
 """Answers one person's direct question (Discord ``/chat``) from the live bot's engine.
 
 ``ChatResponder`` is a plain service, with no platform code in it: a Discord
-command (``chatling.discord_bot``) or any other front end calls ``answer(user,
+command (``chatling.platforms.discord_bot``) or any other front end calls ``answer(user,
 text)``. It renders the same persona and templates as the reply loop, showing
 the stream's current context when one is running (a callable returning a
 ``ContextSnapshot``) with the user's text as the addressed message, quoted as
@@ -20,13 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chatling.context import ContextSnapshot
-from chatling.errors import EngineError
-from chatling.events import Candidate, ChatMessage, Reply
+from chatling.core.errors import EngineError
+from chatling.core.events import Candidate, ChatMessage, Reply
+from chatling.core.settings import ReplySettings
 from chatling.pipeline import Engine, EventStore
 from chatling.prompt import PromptBuilder
 from chatling.reply import ReplyWriter
 from chatling.safety import SafetyFilter
-from chatling.settings import ReplySettings
 
 log = logging.getLogger(__name__)
 

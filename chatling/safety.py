@@ -42,8 +42,10 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from chatling.errors import ConfigError
-from chatling.events import ChatMessage
+from chatling.core.errors import ConfigError
+from chatling.core.events import ChatMessage
+from chatling.core.paths import PROJECT_ROOT
+from chatling.core.settings import ReplySettings
 from chatling.safety_echo import echoes, fixed_grams, prompt_grams, template_patterns
 from chatling.safety_form import impersonates, is_blank, is_flood
 from chatling.safety_learned import OFFENSIVE_THRESHOLD, load_model, offensive
@@ -53,7 +55,6 @@ from chatling.safety_pii import contains_personal_data as _personal
 from chatling.safety_pii import load_phone_metadata
 from chatling.safety_terms import STEPS as TERM_STEPS
 from chatling.safety_terms import TermMatcher, compile_term, load_blocked_terms, plain_words
-from chatling.settings import PROJECT_ROOT, ReplySettings
 
 __all__ = [
     "ALL_STEPS",

@@ -28,7 +28,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from chatling.errors import InputFileError
+from chatling.core.errors import InputFileError
 from chatling.safety_normalize import capital_i_as_l, flipped, fold, multi_leet
 
 _DIGITS = {"0": "o", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "8": "b", "9": "g"}

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from chatling.core.settings import ModelSettings
 from chatling.engine import resolve_model
-from chatling.settings import ModelSettings
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
@@ -169,7 +169,7 @@ def _apply_flags(settings: ModelSettings, args: argparse.Namespace) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from chatling.settings import load_settings
+    from chatling.core.settings import load_settings
 
     settings = load_settings(args.env_file).model
     _apply_flags(settings, args)

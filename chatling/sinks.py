@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from chatling.events import ChatMessage
+from chatling.core.events import ChatMessage
 
 
 class ChatSink(Protocol):

@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from chatling.audio import SAMPLE_RATE
-from chatling.errors import ModelError
-from chatling.events import Utterance
-from chatling.settings import AudioSettings, resolve_path
+from chatling.core.errors import ModelError
+from chatling.core.events import Utterance
+from chatling.core.paths import resolve_path
+from chatling.core.settings import AudioSettings
 
 log = logging.getLogger(__name__)
 

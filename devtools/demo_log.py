@@ -15,7 +15,7 @@ async def write_demo_log(db: Path) -> int:
     The demo is the project's own (MIT), so this may run anywhere.
     """
     from chatling.chatlog import read_chat_log
-    from chatling.events import Utterance
+    from chatling.core.events import Utterance
     from chatling.store import Store
 
     script = json.loads((DEMO / "script.json").read_text())

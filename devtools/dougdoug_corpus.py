@@ -32,8 +32,8 @@ from typing import Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chatling.errors import InputFileError
-from chatling.events import ChatMessage
+from chatling.core.errors import InputFileError
+from chatling.core.events import ChatMessage
 from chatling.training.data.align import Segment, Word
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ from types import TracebackType
 import numpy as np
 
 from chatling.audio import SAMPLE_RATE, load_audio
-from chatling.errors import ChatlingError
+from chatling.core.errors import ChatlingError
 
 log = logging.getLogger(__name__)
 

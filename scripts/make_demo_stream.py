@@ -45,7 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from chatling.errors import ChatlingError, InputFileError  # noqa: E402
+from chatling.core.errors import ChatlingError, InputFileError  # noqa: E402
 
 log = logging.getLogger("make_demo_stream")
 

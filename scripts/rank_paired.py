@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from chatling.core.settings import ReplySettings
 from chatling.prompt import PromptBuilder
-from chatling.settings import ReplySettings
 from chatling.training.data.splits import load_split
 from chatling.training.eval.evaluate import (
     BootstrapConfig,

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from chatling.settings import DEFAULT_MODEL_DIR, DEFAULT_WHISPER_DIR, AudioSettings, ModelSettings
+from chatling.core.paths import DEFAULT_MODEL_DIR, DEFAULT_WHISPER_DIR
+from chatling.core.settings import AudioSettings, ModelSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chatling.events import Candidate, ChatMessage, Reply, Utterance
+from chatling.core.events import Candidate, ChatMessage, Reply, Utterance
 from chatling.store import Store
 
 CHUNK = 40

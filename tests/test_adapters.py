@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chatling.errors import ConfigError, ModelError
+from chatling.core.errors import ConfigError, ModelError
 from chatling.learn.gate import AdapterScores, GateOptions, decide
 from chatling.learn.nightly import RunLog
 from chatling.learn.registry import AdapterRegistry, check_adapter_dir
@@ -181,7 +181,7 @@ async def test_reconcile_closes_rows_of_dead_runs(tmp_path: Path) -> None:
 
 
 def test_runlog_refuses_an_old_or_missing_database(tmp_path: Path) -> None:
-    from chatling.errors import StoreError
+    from chatling.core.errors import StoreError
 
     with pytest.raises(StoreError, match="no such database"):
         RunLog(tmp_path / "none.sqlite")

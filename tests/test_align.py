@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from chatling.errors import ConfigError
-from chatling.events import ChatMessage
+from chatling.core.errors import ConfigError
+from chatling.core.events import ChatMessage
 from chatling.training.data.align import (
     AlignOptions,
     Segment,

@@ -24,8 +24,8 @@ from chatling.chatlog import (
     read_chat_log,
 )
 from chatling.chatlog.base import HEAD_BYTES
-from chatling.errors import ChatlingError, ChatLogError
-from chatling.events import ChatMessage
+from chatling.core.errors import ChatlingError, ChatLogError
+from chatling.core.events import ChatMessage
 
 DATA = Path(__file__).resolve().parent / "data" / "chatlogs"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

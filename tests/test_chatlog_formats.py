@@ -34,8 +34,8 @@ from chatling.chatlog.base import HEAD_BYTES, read_head
 from chatling.chatlog.irc import parse_irc, unescape_tag
 from chatling.chatlog.lines import MAX_LINE_CHARS
 from chatling.cli.inspect import hms, inspect_lines
-from chatling.errors import ChatlingError, ChatLogError
-from chatling.events import ChatMessage
+from chatling.core.errors import ChatlingError, ChatLogError
+from chatling.core.events import ChatMessage
 
 DATA = Path(__file__).resolve().parent / "data" / "chatlogs"
 START = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC

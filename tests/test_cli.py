@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from chatling.settings import PROJECT_ROOT
+from chatling.core.paths import PROJECT_ROOT
 
 CLIP = PROJECT_ROOT / "data" / "demo" / "clip.opus"
 CLIP_CHAT = PROJECT_ROOT / "data" / "demo" / "clip_chat.json"

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from chatling.context import ContextSnapshot, RollingContext, format_line, trim_to_budget
-from chatling.errors import ConfigError
-from chatling.events import ChatMessage, Utterance
+from chatling.core.errors import ConfigError
+from chatling.core.events import ChatMessage, Utterance
 
 
 def words(text: str) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from chatling.errors import ConfigError
+from chatling.core.errors import ConfigError
 from chatling.safety import dedupe_key
 from chatling.training.data.pairs import Pair
 from chatling.training.dpo.contrast import ContrastConfig, contrast_pairs, draw_negatives
@@ -69,8 +69,8 @@ def test_negatives_come_from_other_moments_in_kind_order_and_reproducibly() -> N
 
 
 def test_contrast_pairs_use_the_live_prompt_and_the_real_message_as_chosen() -> None:
+    from chatling.core.settings import ReplySettings
     from chatling.prompt import PromptBuilder
-    from chatling.settings import ReplySettings
     from chatling.training.data.pairs import render_prompt
 
     builder = PromptBuilder(ReplySettings(), lambda text: len(text.split()))
@@ -85,8 +85,8 @@ def test_contrast_pairs_use_the_live_prompt_and_the_real_message_as_chosen() -> 
 
 
 def test_a_stream_shorter_than_the_gap_gives_a_clear_error() -> None:
+    from chatling.core.settings import ReplySettings
     from chatling.prompt import PromptBuilder
-    from chatling.settings import ReplySettings
 
     builder = PromptBuilder(ReplySettings(), lambda text: len(text.split()))
     with pytest.raises(ConfigError, match="gap"):

@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from chatling import procwatch
-from chatling.settings import PROJECT_ROOT
+from chatling.core.paths import PROJECT_ROOT
 from chatling.store import Store
 
 CLIP = PROJECT_ROOT / "data" / "demo" / "clip.opus"

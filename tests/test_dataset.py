@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from chatling.cli.data import main as data_main
-from chatling.errors import AudioError, InputFileError
-from chatling.events import ChatMessage, Reply, Utterance
+from chatling.core.errors import AudioError, InputFileError
+from chatling.core.events import ChatMessage, Reply, Utterance
+from chatling.core.paths import PROJECT_ROOT
 from chatling.safety import SafetyFilter
-from chatling.settings import PROJECT_ROOT
 from chatling.store import Store
 from chatling.training.data.align import AlignOptions, Segment
 from chatling.training.data.dataset import (
@@ -87,7 +87,7 @@ def test_make_pairs_aligns_only_kept_targets_against_context() -> None:
 
 
 def test_filter_options_from_settings_include_this_bot_and_known_bots() -> None:
-    from chatling.settings import Settings
+    from chatling.core.settings import Settings
 
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     settings.twitch.bot_login = "MyBotAccount"
@@ -305,7 +305,7 @@ def test_transcribe_vod_caches_by_content_model_and_options(
     tmp_path: Path, whisper_model: object
 ) -> None:
     """Real Whisper base on the demo clip (28 s); the cache hit runs no model at all."""
-    from chatling.settings import AudioSettings
+    from chatling.core.settings import AudioSettings
     from chatling.training.data.vod import VodOptions, transcribe_vod
 
     options = VodOptions.from_settings(AudioSettings())

@@ -23,7 +23,10 @@ import pytest_asyncio
 from pydantic import SecretStr
 
 from chatling.context import ContextSnapshot
-from chatling.discord_bot import (
+from chatling.core.errors import ConfigError, EngineError
+from chatling.core.events import ChatMessage, Utterance
+from chatling.core.settings import DiscordSettings, ReplySettings
+from chatling.platforms.discord_bot import (
     ENGINE_ERROR_TEXT,
     ERROR_TEXT,
     Cooldowns,
@@ -31,12 +34,9 @@ from chatling.discord_bot import (
     cooldown_text,
     reaction_mark,
 )
-from chatling.errors import ConfigError, EngineError
-from chatling.events import ChatMessage, Utterance
 from chatling.prompt import PromptBuilder
 from chatling.responder import FALLBACK_TEXT, Answer, ChatResponder
 from chatling.safety import SafetyFilter
-from chatling.settings import DiscordSettings, ReplySettings
 from chatling.store import Store
 from devtools.fakes.discord_server import EPHEMERAL, MANAGE_MESSAGES, FakeDiscord, Request
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from chatling.errors import ConfigError
-from chatling.events import Candidate, ChatMessage, Reply
-from chatling.settings import ReplySettings
+from chatling.core.errors import ConfigError
+from chatling.core.events import Candidate, ChatMessage, Reply
+from chatling.core.settings import ReplySettings
 from chatling.training.dpo.preference import PreferencePair, live_system_prompt
 from tests.test_train import make_pairs, tiny_preset, write_pairs
 
@@ -170,7 +170,7 @@ def test_too_few_pairs_skip_the_step_with_a_log_line(
 def tokenizer() -> Any:
     from transformers import AutoTokenizer
 
-    from chatling.settings import DEFAULT_MODEL_DIR
+    from chatling.core.paths import DEFAULT_MODEL_DIR
 
     if not (DEFAULT_MODEL_DIR / "config.json").exists():
         pytest.fail("packaged models are not provisioned: run `make test` (or `make setup`)")
@@ -299,7 +299,7 @@ def test_dpo_widens_the_preference_margin_on_its_pairs(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from chatling.settings import DEFAULT_MODEL_DIR
+    from chatling.core.paths import DEFAULT_MODEL_DIR
     from chatling.training.dpo.preference import preference_margins
 
     out, pairs, _ = dpo_run

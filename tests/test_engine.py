@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from chatling.core.errors import ModelError
+from chatling.core.paths import DEFAULT_MODEL_DIR
 from chatling.engine import SamplingOptions, resolve_model
-from chatling.errors import ModelError
-from chatling.settings import DEFAULT_MODEL_DIR
 
 pytestmark = [pytest.mark.engine]
 

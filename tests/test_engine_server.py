@@ -28,12 +28,13 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from chatling.core.errors import EngineError, ModelError
+from chatling.core.paths import DEFAULT_MODEL_DIR
+from chatling.core.settings import ModelSettings
 from chatling.engine import SamplingOptions, VllmEngine
 from chatling.engine_server import Backoff, ServerEngine
-from chatling.errors import EngineError, ModelError
 from chatling.serve import ServerProcess
 from chatling.server_wire import completion_body
-from chatling.settings import DEFAULT_MODEL_DIR, ModelSettings
 from tests.conftest import require_models
 
 pytestmark = [pytest.mark.engine]

@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 
 from chatling.cli.eval import add_eval_command
+from chatling.core.paths import DEFAULT_MODEL_DIR
+from chatling.core.settings import ReplySettings
 from chatling.safety import SafetyFilter, dedupe_key
-from chatling.settings import DEFAULT_MODEL_DIR, ReplySettings
 from chatling.training.data.pairs import Pair
 from chatling.training.data.splits import load_split
 from chatling.training.eval import metrics as em

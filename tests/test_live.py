@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from chatling.settings import PROJECT_ROOT
+from chatling.core.paths import PROJECT_ROOT
 from devtools.fakes.twitch_server import FakeTwitch
 from devtools.pulse import PulseServer, play, pulse_missing
 from tests.conftest import SPEECH, require_shared

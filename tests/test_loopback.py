@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chatling.clock import StreamClock
-from chatling.events import Utterance
+from chatling.core.clock import StreamClock
+from chatling.core.events import Utterance
 from chatling.sources.loopback import (
     CaptureOptions,
     CaptureStats,

@@ -24,6 +24,7 @@ from typing import Any
 import psutil
 import pytest
 
+from chatling.core.settings import Settings, load_settings
 from chatling.learn.gate import GateOptions, decide
 from chatling.learn.nightly import NightlyConfig, run_nightly, score_adapter
 from chatling.learn.registry import AdapterRegistry
@@ -31,7 +32,6 @@ from chatling.learn.watcher import AdapterWatcher
 from chatling.prompt import PromptBuilder
 from chatling.responder import ChatResponder
 from chatling.safety import SafetyFilter
-from chatling.settings import Settings, load_settings
 from chatling.store import Store
 from devtools.demo_log import write_demo_log
 
@@ -216,8 +216,8 @@ async def test_killed_training_leaves_the_serving_adapter(
 async def test_scheduler_skips_while_live_and_runs_when_offline(tmp_path: Path) -> None:
     from apscheduler.triggers.date import DateTrigger
 
+    from chatling.core.settings import ScheduleSettings
     from chatling.learn.schedule import NightlyScheduler
-    from chatling.settings import ScheduleSettings
 
     live = [True]
     done = tmp_path / "ran"
@@ -358,7 +358,7 @@ async def test_dpo_step_on_marked_pairs_changes_the_adapter_and_is_gated(
     reaches the gate (and the registry, if promoted) is the DPO adapter."""
     from safetensors.torch import load_file
 
-    from chatling.events import Reply
+    from chatling.core.events import Reply
 
     config = nightly_config(tmp_path, min_preference_pairs=4)
     await write_demo_log(config.db_path)

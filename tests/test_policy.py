@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from chatling.errors import ConfigError
-from chatling.events import ChatMessage
+from chatling.core.errors import ConfigError
+from chatling.core.events import ChatMessage
+from chatling.core.settings import ReplySettings
 from chatling.policy import MAX_PENDING, Decision, PolicyState, ReplyPolicy, quiet_jitter
-from chatling.settings import ReplySettings
 
 SETTINGS = ReplySettings(
     bot_name="chatling",

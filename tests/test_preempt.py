@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 
 from chatling.app import build_limiter, build_safety
-from chatling.clock import StreamClock
+from chatling.core.clock import StreamClock
+from chatling.core.events import ChatMessage, Utterance
+from chatling.core.settings import Settings
 from chatling.display import Display
-from chatling.events import ChatMessage, Utterance
 from chatling.pipeline import EndOfStream, Pipeline, PipelineParts
 from chatling.prompt import PromptBuilder
-from chatling.settings import Settings
 from chatling.sinks import TerminalSink
 from chatling.store import Store
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from chatling.context import ContextSnapshot
-from chatling.events import ChatMessage, Utterance
+from chatling.core.events import ChatMessage, Utterance
+from chatling.core.settings import ReplySettings
 from chatling.prompt import PromptBuilder, clean_generation, quote_as_data
-from chatling.settings import ReplySettings
 
 
 def words(text: str) -> int:
@@ -71,8 +71,8 @@ def test_clean_generation() -> None:
 def test_log_form_is_the_chat_log_with_the_bots_line_last() -> None:
     from transformers import AutoTokenizer
 
+    from chatling.core.paths import DEFAULT_MODEL_DIR
     from chatling.prompt import completion_text, prompt_text, prompt_token_ids
-    from chatling.settings import DEFAULT_MODEL_DIR
 
     spoken = (Utterance(1.0, 4.0, "we are going to invade luxembourg"),)
     chat = (
@@ -102,7 +102,7 @@ def test_log_form_is_the_chat_log_with_the_bots_line_last() -> None:
 def test_prompt_lengths_fall_on_the_grid_and_keep_the_newest_lines() -> None:
     from transformers import AutoTokenizer
 
-    from chatling.settings import DEFAULT_MODEL_DIR
+    from chatling.core.paths import DEFAULT_MODEL_DIR
 
     tokenizer = AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR)
 

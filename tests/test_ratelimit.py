@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from chatling.errors import ConfigError
+from chatling.core.errors import ConfigError
+from chatling.core.settings import ReplySettings
 from chatling.ratelimit import RateLimiter, TokenBucket, for_role
-from chatling.settings import ReplySettings
 
 
 def max_in_any_window(grants: list[float], window_s: float) -> int:

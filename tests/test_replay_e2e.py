@@ -16,9 +16,10 @@ import pytest
 
 from chatling.app import ReplayRequest, build_safety, replay
 from chatling.chatlog import read_chat_log
+from chatling.core.events import ChatMessage
+from chatling.core.paths import PROJECT_ROOT
+from chatling.core.settings import Settings
 from chatling.display import Display
-from chatling.events import ChatMessage
-from chatling.settings import PROJECT_ROOT, Settings
 
 CLIP = PROJECT_ROOT / "data" / "demo" / "clip.opus"
 CLIP_CHAT = PROJECT_ROOT / "data" / "demo" / "clip_chat.json"

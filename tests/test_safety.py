@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from chatling.errors import ConfigError, InputFileError
-from chatling.events import ChatMessage
+from chatling.core.errors import ConfigError, InputFileError
+from chatling.core.events import ChatMessage
+from chatling.core.paths import PROJECT_ROOT
+from chatling.core.settings import ReplySettings
 from chatling.safety import SafetyFilter, Verdict, clean, contains_link, load_blocked_terms
-from chatling.settings import PROJECT_ROOT, ReplySettings
 
 BLOCK_LIST = PROJECT_ROOT / "prompts" / "blocked_terms.txt"
 

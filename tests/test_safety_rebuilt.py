@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 
 from chatling.chatlog import read_chat_log
-from chatling.events import ChatMessage
+from chatling.core.events import ChatMessage
+from chatling.core.paths import PROJECT_ROOT
+from chatling.core.settings import ReplySettings
 from chatling.safety import SafetyFilter, Verdict, load_blocked_terms
 from chatling.safety_learned import offensive_score
-from chatling.settings import PROJECT_ROOT, ReplySettings
 
 CORPUS = PROJECT_ROOT / "tests" / "data" / "safety_corpus.txt"
 BLOCK_LIST = PROJECT_ROOT / "prompts" / "blocked_terms.txt"
@@ -236,7 +237,7 @@ def test_recent_chat_copy_is_still_the_duplicate_rule(shipped: SafetyFilter) -> 
 @pytest.mark.parametrize("form", ["log", "chat"])
 def test_prompt_from_the_shipped_templates_echo_and_chat(form: str) -> None:
     from chatling.context import ContextSnapshot
-    from chatling.events import Utterance
+    from chatling.core.events import Utterance
     from chatling.prompt import PromptBuilder
 
     settings = ReplySettings(prompt_form=form)

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from chatling.events import ChatMessage
+from chatling.core.events import ChatMessage
+from chatling.core.settings import TwitchSettings
+from chatling.platforms.twitch.client import TwitchChat
 from chatling.safety import SafetyFilter
-from chatling.settings import TwitchSettings
-from chatling.twitch.client import TwitchChat
 from devtools.fakes.twitch_server import FakeTwitch
 
 
@@ -103,7 +103,7 @@ async def test_not_a_moderator_never_asks_automod(fake: FakeTwitch, tmp_path: Pa
 async def test_missing_permission_is_one_log_line_not_a_failure(
     fake: FakeTwitch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="chatling.twitch")
+    caplog.set_level(logging.INFO, logger="chatling.platforms.twitch")
     fake.moderator_scopes = set()
     fake.blocked_terms = ["glorbnax"]
     safety = SafetyFilter([], bot_name="chatling", prompt_files=[])

@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from chatling.errors import ConfigError
-from chatling.settings import PROJECT_ROOT, Settings, env_example, load_settings, masked_settings
+from chatling.core.errors import ConfigError
+from chatling.core.paths import PROJECT_ROOT
+from chatling.core.settings import Settings, env_example, load_settings, masked_settings
 
 
 def test_env_example_lists_every_key_and_is_current() -> None:
     text = (PROJECT_ROOT / ".env.example").read_text()
     assert text == env_example(), (
-        "regenerate: python -c 'from chatling.settings import env_example;...'"
+        "regenerate: python -c 'from chatling.core.settings import env_example;...'"
     )
     for group, field in Settings.model_fields.items():
         if field.default_factory is None:

@@ -21,8 +21,8 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from chatling.errors import StoreError
-from chatling.events import Candidate, ChatMessage, Reply, Utterance
+from chatling.core.errors import StoreError
+from chatling.core.events import Candidate, ChatMessage, Reply, Utterance
 from chatling.store import Store
 from chatling.store.migrations import SQL_DIR, load_migrations, migrate, split_statements
 

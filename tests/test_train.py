@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from chatling.errors import ConfigError, InputFileError
-from chatling.settings import DEFAULT_MODEL_DIR, ReplySettings
+from chatling.core.errors import ConfigError, InputFileError
+from chatling.core.paths import DEFAULT_MODEL_DIR
+from chatling.core.settings import ReplySettings
 from chatling.training.data.pairs import Pair
 
 SPEECH = [
@@ -335,9 +336,9 @@ def memorised_adapter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, s
 async def test_adapter_loads_in_vllm_and_changes_greedy_output(
     engine: Any, memorised_adapter: tuple[Path, str]
 ) -> None:
+    from chatling.core.settings import ReplySettings
     from chatling.engine import SamplingOptions
     from chatling.prompt import PromptBuilder
-    from chatling.settings import ReplySettings
     from chatling.training.data.pairs import render_prompt
 
     adapter, target = memorised_adapter

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from chatling.audio import iter_audio_chunks, load_audio
-from chatling.errors import AudioError
+from chatling.core.errors import AudioError
 from chatling.transcribe import StreamingTranscriber, TranscriberOptions
 from tests.conftest import SPEECH, require_shared
 

@@ -1,4 +1,4 @@
-"""Tests of live Twitch (chatling/twitch/): the real twitchio 3.3.2 client against a fake Twitch.
+"""Tests of live Twitch (chatling/platforms/twitch/): real twitchio 3.3.2 against a fake Twitch.
 
 The fake (devtools/fakes/twitch_server.py) serves Helix, id.twitch.tv and the
 EventSub websocket on 127.0.0.1 from its own thread; twitchio's three base
@@ -22,14 +22,14 @@ import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 
-from chatling.errors import ConfigError
-from chatling.events import ChatMessage
-from chatling.settings import TwitchSettings
+from chatling.core.errors import ConfigError
+from chatling.core.events import ChatMessage
+from chatling.core.settings import TwitchSettings
+from chatling.platforms.twitch import auth
+from chatling.platforms.twitch.client import TwitchChat
+from chatling.platforms.twitch.commands import Command, MarkCommands, parse_command
+from chatling.platforms.twitch.sink import SendGate, rate_limit_reset
 from chatling.store import Store
-from chatling.twitch import auth
-from chatling.twitch.client import TwitchChat
-from chatling.twitch.commands import Command, MarkCommands, parse_command
-from chatling.twitch.sink import SendGate, rate_limit_reset
 from devtools.fakes.twitch_server import FakeTwitch
 
 
@@ -238,7 +238,7 @@ async def test_session_reconnect_hands_over_without_losing_messages(
 async def test_drops_back_off_and_429_waits_for_ratelimit_reset(
     fake: FakeTwitch, settings: TwitchSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="chatling.twitch")
+    caplog.set_level(logging.INFO, logger="chatling.platforms.twitch")
     inbox: asyncio.Queue[ChatMessage] = asyncio.Queue(maxsize=100)
     chat_ = TwitchChat(
         settings, inbox, time.time(), token_file=tmp_path / "t.json", drop_backoff_s=1.5
@@ -525,7 +525,7 @@ async def test_refused_delete_subscription_is_one_warning_and_chat_goes_on(
     store: Store,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="chatling.twitch")
+    caplog.set_level(logging.INFO, logger="chatling.platforms.twitch")
     fake.refuse_types = {"channel.chat.message_delete"}
     sid = await store.start_stream("live", "twitch", fake.broadcaster.login)
     inbox: asyncio.Queue[ChatMessage] = asyncio.Queue(maxsize=100)

@@ -18,10 +18,10 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from chatling.cli.main import main
+from chatling.core.errors import ConfigError
+from chatling.core.events import Candidate, Reply
+from chatling.core.settings import WebSettings
 from chatling.display import Display
-from chatling.errors import ConfigError
-from chatling.events import Candidate, Reply
-from chatling.settings import WebSettings
 from chatling.web import load_or_create_token, page_urls
 from chatling.web.hub import QUEUE_SIZE, EventHub, ObservedDisplay
 from chatling.web.server import COOKIE, make_guard

@@ -34,9 +34,10 @@ import pytest
 from aiohttp import web
 
 from chatling.app import ReplayRequest, replay
+from chatling.core.paths import PROJECT_ROOT
+from chatling.core.settings import Settings
 from chatling.display import Display
 from chatling.learn.registry import AdapterRegistry
-from chatling.settings import PROJECT_ROOT, Settings
 from chatling.web import load_or_create_token, token_path
 from tests.test_engine import _make_adapter
 

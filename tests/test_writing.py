@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from chatling.errors import InputFileError
-from chatling.settings import DEFAULT_MODEL_DIR
+from chatling.core.errors import InputFileError
+from chatling.core.paths import DEFAULT_MODEL_DIR
 from chatling.training.data.pairs import Pair
 from chatling.training.eval.writing import (
     Moment,
@@ -139,9 +139,9 @@ def test_training_evaluation_and_serving_render_one_prompt(
     from transformers import AutoTokenizer
 
     from chatling.cli.eval import _model_rankers
+    from chatling.core.settings import load_settings
     from chatling.engine import VllmEngine
     from chatling.prompt import PromptBuilder
-    from chatling.settings import load_settings
     from chatling.training.data.pairs import render_prompt
     from chatling.training.dpo.contrast import ContrastConfig, contrast_pairs
     from chatling.training.dpo.preference import encode_preference
@@ -195,7 +195,7 @@ def _snapshot() -> Any:
 @pytest.mark.engine
 @pytest.mark.slow
 async def test_generate_writes_what_the_live_bot_would_post(engine: Any, tmp_path: Path) -> None:
-    from chatling.settings import Settings
+    from chatling.core.settings import Settings
     from chatling.training.eval.generate import GenerateRequest, moments, write_replies
 
     rows = []
@@ -231,9 +231,9 @@ async def test_generate_writes_what_the_live_bot_would_post(engine: Any, tmp_pat
 
 
 def test_choosers_pick_among_allowed_candidates_only() -> None:
-    from chatling.events import Candidate
+    from chatling.core.events import Candidate
+    from chatling.core.settings import ReplySettings
     from chatling.reply import ReplyWriter
-    from chatling.settings import ReplySettings
 
     cands = [
         Candidate("blocked one", False, "blocked_term", 9.0),

@@ -4,7 +4,7 @@ Training and replay call ``read_chat_log(path)``; it detects the format from
 the first bytes of the file (``detect_format``), reads every message with its
 VOD offset in seconds, and returns them sorted by offset. Every problem with
 the file (missing, empty, binary, truncated, unknown format, a record without
-its time or text) is a ``chatling.errors.ChatLogError`` naming the file and place.
+its time or text) is a ``chatling.core.errors.ChatLogError`` naming the file and place.
 
     from chatling.chatlog import read_chat_log, read_chat_log_full, inspect_chat_log
     messages = read_chat_log("chat.json")            # format="auto"
@@ -41,8 +41,8 @@ from chatling.chatlog.result import ChatLog, Clock, read_log
 from chatling.chatlog.twitchdownloader import TwitchDownloaderJsonReader
 from chatling.chatlog.twitchdownloader_text import TwitchDownloaderTextReader
 from chatling.chatlog.v5 import TwitchV5Reader
-from chatling.errors import ChatLogError
-from chatling.events import ChatMessage
+from chatling.core.errors import ChatLogError
+from chatling.core.events import ChatMessage
 
 __all__ = [
     "FORMATS",

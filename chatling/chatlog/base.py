@@ -26,8 +26,8 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from chatling.errors import ChatLogError
-from chatling.events import ChatMessage
+from chatling.core.errors import ChatLogError
+from chatling.core.events import ChatMessage
 
 logger = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from chatling.chatlog.base import (
     seconds,
     type_name,
 )
-from chatling.errors import ChatLogError
-from chatling.events import ChatMessage
+from chatling.core.errors import ChatLogError
+from chatling.core.events import ChatMessage
 
 logger = logging.getLogger(__name__)
 

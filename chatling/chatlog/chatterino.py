@@ -36,8 +36,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from chatling.chatlog.base import finish, read_head
 from chatling.chatlog.lines import Line, head_lines, iter_lines, mostly, unexpected
 from chatling.chatlog.result import ChatLog, check_start, wall_clock_start
-from chatling.errors import ChatLogError
-from chatling.events import ChatMessage
+from chatling.core.errors import ChatLogError
+from chatling.core.events import ChatMessage
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatling.chatlog.moderation import ModerationEvent
-from chatling.errors import ChatLogError
-from chatling.events import ChatMessage
+from chatling.core.errors import ChatLogError
+from chatling.core.events import ChatMessage
 
 _IRC = re.compile(r"(?:@(\S*) +)?(?::(\S+) +)?([A-Z]+|\d{3})(?: +(.*))?", re.DOTALL)
 _TAG = re.compile(r"([^=;]+)(?:=([^;]*))?")

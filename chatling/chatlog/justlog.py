@@ -44,8 +44,8 @@ from chatling.chatlog.irc import IrcLine, irc_chat, irc_moderation, parse_irc, s
 from chatling.chatlog.lines import head_lines, iter_lines, mostly, unexpected
 from chatling.chatlog.moderation import ModerationEvent
 from chatling.chatlog.result import ChatLog, check_start, utc_seconds, wall_clock_start
-from chatling.errors import ChatLogError
-from chatling.events import ChatMessage
+from chatling.core.errors import ChatLogError
+from chatling.core.events import ChatMessage
 
 _IRC_SNIFF = re.compile(r"(?:@\S+ +)?:\S+ +(?:[A-Z]+|\d{3})(?: |$)")
 _TEXT = re.compile(r"\[(\d{4})-(\d{1,2})-(\d{1,2}) (\d{1,2}):(\d\d):(\d\d)\] #(\S+) (.*)")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 from chatling.chatlog.base import _GZIP_MAGIC, HEAD_BYTES, _gunzip_error, _open_error, decode_head
-from chatling.errors import ChatLogError
+from chatling.core.errors import ChatLogError
 
 MAX_LINE_CHARS = 64 * 1024
 """Longest line a text chat log may have (a Twitch message is at most 500 characters)."""

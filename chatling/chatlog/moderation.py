@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from chatling.events import ChatMessage
+from chatling.core.events import ChatMessage
 
 Action = Literal["timeout", "ban", "delete", "clear"]
 

@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 from chatling.chatlog.base import ChatLogReader, seconds
 from chatling.chatlog.moderation import ModerationEvent
-from chatling.errors import ChatLogError
-from chatling.events import ChatMessage
+from chatling.core.errors import ChatLogError
+from chatling.core.events import ChatMessage
 
 Clock = Literal["vod", "wall-clock", "none"]
 """What a file's times are: VOD offsets, wall-clock (UNIX) times, or absent."""

@@ -16,8 +16,8 @@ from typing import Any
 
 from chatling.chatlog.base import finish, load_json, peek_json, type_name
 from chatling.chatlog.v5 import TWITCHDOWNLOADER_KEYS, parse_comments
-from chatling.errors import ChatLogError
-from chatling.events import ChatMessage
+from chatling.core.errors import ChatLogError
+from chatling.core.events import ChatMessage
 
 logger = logging.getLogger(__name__)
 

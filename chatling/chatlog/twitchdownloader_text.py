@@ -27,8 +27,8 @@ from typing import Any
 from chatling.chatlog.base import finish, read_head
 from chatling.chatlog.lines import Line, head_lines, iter_lines, mostly, unexpected
 from chatling.chatlog.result import ChatLog, Clock, check_start, utc_seconds, wall_clock_start
-from chatling.errors import ChatLogError
-from chatling.events import ChatMessage
+from chatling.core.errors import ChatLogError
+from chatling.core.events import ChatMessage
 
 _RELATIVE = re.compile(r"\[(\d{1,7}):([0-5]\d):([0-5]\d)\] ([^:]*): ?(.*)")
 _UTC = re.compile(

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from chatling.chatlog.base import finish, load_json, peek_json, seconds, type_name
-from chatling.errors import ChatLogError
-from chatling.events import ChatMessage
+from chatling.core.errors import ChatLogError
+from chatling.core.events import ChatMessage
 
 TWITCHDOWNLOADER_KEYS = frozenset({"FileInfo", "streamer"})
 """Top-level keys only TwitchDownloader writes; without them a comments object is v5."""

@@ -26,8 +26,8 @@ def run_contrast(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
     from chatling.cli.common import setup_logging
+    from chatling.core.errors import ModelError
     from chatling.engine import resolve_model
-    from chatling.errors import ModelError
     from chatling.training.data.pairs import pairs_from_rows
     from chatling.training.dpo.contrast import ContrastConfig, contrast_pairs
     from chatling.training.dpo.dpo import adapter_base, train_dpo

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from chatling.cli.common import setup_logging
-from chatling.errors import AudioError, ChatlingError, StoreError
+from chatling.core.errors import AudioError, ChatlingError, StoreError
 from chatling.training.data.align import AlignOptions
 from chatling.training.data.filters import FilterOptions, FilterReport, Removed, make_pairs
 from chatling.training.data.logdb import connect_read_only, from_db_filters, stream_lines
@@ -90,7 +90,7 @@ def _drops(report: FilterReport) -> str:
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from chatling.chatlog import read_chat_log_full
-    from chatling.settings import load_settings
+    from chatling.core.settings import load_settings
     from chatling.training.data.dataset import SourceInfo, read_manifest, source_name, write_source
     from chatling.training.data.vod import (
         VodOptions,
@@ -173,7 +173,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _cmd_from_db(args: argparse.Namespace) -> int:
-    from chatling.settings import load_settings
+    from chatling.core.settings import load_settings
     from chatling.training.data.dataset import SourceInfo, read_manifest, slug, write_source
 
     settings = load_settings(args.env_file)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from chatling.cli.common import setup_logging
-from chatling.errors import InputFileError
+from chatling.core.errors import InputFileError
 from chatling.training.data.pairs import Pair
 from chatling.training.data.splits import load_split
 from chatling.training.eval import metrics as em
@@ -79,8 +79,9 @@ def read_loss_curve(path: Path) -> list[list[float]]:
 
 
 def _model_rankers(args: argparse.Namespace) -> list[Any]:
+    from chatling.core.paths import DEFAULT_MODEL_DIR
+    from chatling.core.settings import load_settings
     from chatling.prompt import PromptBuilder
-    from chatling.settings import DEFAULT_MODEL_DIR, load_settings
     from chatling.training.eval.rankers import ModelRanker, load_model
 
     base = args.base
@@ -138,8 +139,8 @@ def _candidates(
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from chatling.core.settings import load_settings
     from chatling.safety import SafetyFilter
-    from chatling.settings import load_settings
     from chatling.training.eval.rankers import FrequencyRanker, RandomRanker, TfIdf, TfIdfRanker
     from chatling.training.eval.report import write_report
 

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from chatling.settings import load_settings
+    from chatling.core.settings import load_settings
 
     settings = load_settings(getattr(args, "env_file", ".env"))
     if args.adapter:

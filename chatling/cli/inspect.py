@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from chatling.chatlog import ChatLogInfo, inspect_chat_log
-from chatling.errors import ChatLogError
+from chatling.core.errors import ChatLogError
 
 
 def hms(seconds: float) -> str:

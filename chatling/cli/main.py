@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from chatling.cli.common import setup_logging
-from chatling.errors import ChatlingError
+from chatling.core.errors import ChatlingError
 
 log = logging.getLogger("chatling")
 
@@ -36,8 +36,8 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from chatling.app import ReplayRequest, replay
+    from chatling.core.settings import load_settings
     from chatling.display import Display, SummaryRow
-    from chatling.settings import load_settings
 
     overrides: dict[str, object] = {}
     settings = load_settings(args.env_file)
@@ -85,9 +85,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from chatling.core.settings import load_settings
     from chatling.display import Display
     from chatling.live import run_live
-    from chatling.settings import load_settings
 
     settings = load_settings(args.env_file)
     setup_logging(args.verbose, settings.log_level)
@@ -115,13 +115,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_auth_twitch(args: argparse.Namespace) -> int:
-    from chatling.settings import load_settings, resolve_path
-    from chatling.twitch.auth import device_code_login
+    from chatling.core.paths import resolve_path
+    from chatling.core.settings import load_settings
+    from chatling.platforms.twitch.auth import device_code_login
 
     settings = load_settings(args.env_file)
     setup_logging(False, settings.log_level)
     if not settings.twitch.client_id:
-        from chatling.errors import ConfigError
+        from chatling.core.errors import ConfigError
 
         raise ConfigError(
             "set CHATLING_TWITCH__CLIENT_ID to your Twitch application's client id "
@@ -146,7 +147,7 @@ def _cmd_audio_devices(args: argparse.Namespace) -> int:
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
-    from chatling.settings import load_settings, masked_settings
+    from chatling.core.settings import load_settings, masked_settings
 
     settings = load_settings(args.env_file)
     print(json.dumps(masked_settings(settings), indent=2))
@@ -155,14 +156,14 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
 
 def _cmd_safety_check(args: argparse.Namespace) -> int:
     from chatling.cli.safety import run_check
-    from chatling.settings import load_settings
+    from chatling.core.settings import load_settings
 
     run_check(load_settings(args.env_file), args.file, sys.stdout)
     return 0
 
 
 def _cmd_web_url(args: argparse.Namespace) -> int:
-    from chatling.settings import load_settings
+    from chatling.core.settings import load_settings
     from chatling.web import url_lines
 
     for line in url_lines(load_settings(args.env_file)):
@@ -180,8 +181,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_models_merge(args: argparse.Namespace) -> int:
+    from chatling.core.paths import DEFAULT_MODEL_DIR
     from chatling.models import merge_adapter
-    from chatling.settings import DEFAULT_MODEL_DIR
 
     setup_logging()
     base = Path(args.base) if args.base else DEFAULT_MODEL_DIR

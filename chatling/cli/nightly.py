@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from chatling.settings import load_settings
+    from chatling.core.settings import load_settings
 
     settings = load_settings(args.env_file)
     if getattr(args, "db", None):
@@ -78,8 +78,8 @@ def _when(ts: float | None) -> str:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from chatling.core.paths import resolve_path
     from chatling.learn.registry import AdapterRegistry
-    from chatling.settings import resolve_path
 
     registry = AdapterRegistry(resolve_path(_settings(args).schedule.adapters_dir))
     versions = registry.versions()
@@ -95,8 +95,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
+    from chatling.core.paths import resolve_path
     from chatling.learn.registry import AdapterRegistry
-    from chatling.settings import resolve_path
 
     registry = AdapterRegistry(resolve_path(_settings(args).schedule.adapters_dir))
     pointer = registry.promote(args.version)
@@ -105,8 +105,8 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
+    from chatling.core.paths import resolve_path
     from chatling.learn.registry import AdapterRegistry
-    from chatling.settings import resolve_path
 
     registry = AdapterRegistry(resolve_path(_settings(args).schedule.adapters_dir))
     pointer = registry.rollback()
@@ -115,8 +115,8 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
+    from chatling.core.paths import resolve_path
     from chatling.learn.nightly import RunLog
-    from chatling.settings import resolve_path
 
     runs = RunLog(Path(resolve_path(_settings(args).storage.db_path)))
     try:

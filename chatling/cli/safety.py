@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from chatling.errors import InputFileError
-from chatling.events import ChatMessage
+from chatling.core.errors import InputFileError
+from chatling.core.events import ChatMessage
+from chatling.core.settings import Settings
 from chatling.safety import SafetyFilter
-from chatling.settings import Settings
 
 logger = logging.getLogger(__name__)
 

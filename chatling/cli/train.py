@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from chatling.cli.common import positive_int, setup_logging
-from chatling.errors import ChatlingError
+from chatling.core.errors import ChatlingError
 
 log = logging.getLogger(__name__)
 

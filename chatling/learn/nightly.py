@@ -47,10 +47,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chatling.errors import ChatlingError, ModelError, StoreError
+from chatling.core.errors import ChatlingError, ModelError, StoreError
+from chatling.core.paths import DEFAULT_MODEL_DIR, PROJECT_ROOT, resolve_path
+from chatling.core.settings import Settings, load_settings
 from chatling.learn.gate import AdapterScores, GateDecision, GateOptions, decide
 from chatling.learn.registry import AdapterRegistry, write_json_atomic
-from chatling.settings import DEFAULT_MODEL_DIR, PROJECT_ROOT, Settings, load_settings, resolve_path
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chatling.errors import ConfigError, ModelError
+from chatling.core.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,9 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from chatling.errors import ConfigError
-from chatling.settings import PROJECT_ROOT, ScheduleSettings
+from chatling.core.errors import ConfigError
+from chatling.core.paths import PROJECT_ROOT
+from chatling.core.settings import ScheduleSettings
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Protocol
 
-from chatling.errors import ConfigError, ModelError
+from chatling.core.errors import ConfigError, ModelError
 from chatling.learn.registry import AdapterRegistry
 
 log = logging.getLogger(__name__)

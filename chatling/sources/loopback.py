@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from chatling.audio import SAMPLE_RATE
-from chatling.clock import StreamClock
-from chatling.events import ChatMessage, Utterance
+from chatling.core.clock import StreamClock
+from chatling.core.events import ChatMessage, Utterance
 from chatling.sources.loopback_recorder import (
     AudioDevice,
     AudioDeviceError,

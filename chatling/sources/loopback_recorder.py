@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from chatling.audio import SAMPLE_RATE
-from chatling.errors import AudioDeviceError
+from chatling.core.errors import AudioDeviceError
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 

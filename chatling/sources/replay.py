@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from chatling.audio import SAMPLE_RATE, iter_audio_chunks
-from chatling.clock import StreamClock
-from chatling.events import ChatMessage, Utterance
+from chatling.core.clock import StreamClock
+from chatling.core.events import ChatMessage, Utterance
 from chatling.transcribe import StreamingTranscriber
 
 log = logging.getLogger(__name__)

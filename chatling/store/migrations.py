@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from chatling.errors import StoreError
+from chatling.core.errors import StoreError
 
 log = logging.getLogger(__name__)
 

@@ -43,8 +43,8 @@ from typing import Any
 
 import aiosqlite
 
-from chatling.errors import StoreError
-from chatling.events import ChatMessage, Reply, Utterance
+from chatling.core.errors import StoreError
+from chatling.core.events import ChatMessage, Reply, Utterance
 from chatling.procwatch import process_token, token_alive
 from chatling.store.migrations import migrate
 

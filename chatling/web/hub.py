@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
+from chatling.core.events import ChatMessage, Reply, Utterance
 from chatling.display import Display, SummaryRow
-from chatling.events import ChatMessage, Reply, Utterance
 
 log = logging.getLogger(__name__)
 

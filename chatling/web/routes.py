@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from chatling.errors import ConfigError, ModelError, StoreError
+from chatling.core.errors import ConfigError, ModelError, StoreError
+from chatling.core.paths import resolve_path
+from chatling.core.settings import WebSettings
 from chatling.learn.registry import AdapterRegistry
 from chatling.learn.watcher import AdapterWatcher
-from chatling.settings import WebSettings, resolve_path
 from chatling.store.store import FEEDBACK_MARKS
 from chatling.web.hub import EventHub, adapter_name
 

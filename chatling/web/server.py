@@ -38,10 +38,11 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import SecretStr
 
+from chatling.core.errors import ConfigError
+from chatling.core.paths import resolve_path
+from chatling.core.settings import Settings, WebSettings
 from chatling.display import Display
-from chatling.errors import ConfigError
 from chatling.learn.registry import AdapterRegistry
-from chatling.settings import Settings, WebSettings, resolve_path
 from chatling.web.hub import EventHub, ObservedDisplay
 from chatling.web.routes import BotHandle, Routes
 from chatling.web.token import load_or_create_token

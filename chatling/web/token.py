@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from chatling.errors import ConfigError
+from chatling.core.errors import ConfigError
 
 TOKEN_BYTES = 32
 

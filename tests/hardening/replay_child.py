@@ -28,9 +28,9 @@ import numpy as np
 import chatling.app
 from chatling.app import ReplayRequest, replay
 from chatling.audio import SAMPLE_RATE
+from chatling.core.events import Utterance
+from chatling.core.settings import Settings
 from chatling.display import Display
-from chatling.events import Utterance
-from chatling.settings import Settings
 from chatling.store import Store
 from tests.hardening.common import StubEngine
 

@@ -41,14 +41,14 @@ import psutil
 import pytest
 
 from chatling.app import build_limiter, build_safety
-from chatling.clock import StreamClock
+from chatling.core.clock import StreamClock
+from chatling.core.errors import EngineError
+from chatling.core.events import ChatMessage
+from chatling.core.settings import ModelSettings, Settings
 from chatling.display import Display
 from chatling.engine import RestartPolicy, SamplingOptions, VllmEngine
-from chatling.errors import EngineError
-from chatling.events import ChatMessage
 from chatling.pipeline import EndOfStream, Pipeline, PipelineParts
 from chatling.prompt import PromptBuilder
-from chatling.settings import ModelSettings, Settings
 from chatling.store import Store
 from tests.hardening.common import FULL, ROOT, chat_log_json, pick, write_results
 

@@ -26,10 +26,10 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from chatling.errors import TwitchAuthError, TwitchError
-from chatling.events import ChatMessage
-from chatling.settings import TwitchSettings
-from chatling.twitch.client import TwitchChat
+from chatling.core.errors import TwitchAuthError, TwitchError
+from chatling.core.events import ChatMessage
+from chatling.core.settings import TwitchSettings
+from chatling.platforms.twitch.client import TwitchChat
 from tests.hardening.common import FULL, write_results
 from tests.hardening.twitch_faults import FaultyTwitch
 

@@ -10,7 +10,7 @@ mutation fuzzer over real samples (``data/demo``, ``tests/data/chatlogs``,
 ``../shared/data/chat``, ``.env.example``): bit flips, byte swaps, truncation,
 deletions, duplications, splices of two files, gzip and UTF-16 re-encodings.
 
-What must hold for every input: nothing but a ``chatling.errors.ChatlingError``
+What must hold for every input: nothing but a ``chatling.core.errors.ChatlingError``
 escapes; an error about a file names that file (chat logs: ``InputFileError``
 with ``path``; a JSON syntax error also its line and column); every call
 finishes within ``TIME_LIMIT_S`` of CPU time (``signal.setitimer`` stops a
@@ -46,8 +46,9 @@ from hypothesis import strategies as st
 
 from chatling.chatlog import FORMATS, inspect_chat_log, read_chat_log
 from chatling.cli.inspect import inspect_lines
-from chatling.errors import ChatlingError, ConfigError, InputFileError
-from chatling.settings import PROJECT_ROOT, Settings, load_settings
+from chatling.core.errors import ChatlingError, ConfigError, InputFileError
+from chatling.core.paths import PROJECT_ROOT
+from chatling.core.settings import Settings, load_settings
 
 pytestmark = [pytest.mark.hardening]
 

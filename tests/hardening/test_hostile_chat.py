@@ -50,15 +50,16 @@ import pytest
 
 from chatling.app import build_limiter, build_safety
 from chatling.chatlog import read_chat_log
-from chatling.clock import StreamClock
+from chatling.core.clock import StreamClock
+from chatling.core.events import ChatMessage, Reply, Utterance
+from chatling.core.paths import PROJECT_ROOT
+from chatling.core.settings import Settings
 from chatling.display import Display
 from chatling.engine import Generation, SamplingOptions
-from chatling.events import ChatMessage, Reply, Utterance
 from chatling.pipeline import EndOfStream, Pipeline, PipelineParts
 from chatling.policy import address_pattern
 from chatling.prompt import PromptBuilder, quote_as_data
 from chatling.safety import SafetyFilter, contains_personal_data, load_blocked_terms
-from chatling.settings import PROJECT_ROOT, Settings
 from chatling.sinks import TerminalSink
 from chatling.store import Store
 

@@ -43,16 +43,16 @@ from pydantic import SecretStr
 
 from chatling.app import DEMO_AUDIO, build_limiter, build_safety
 from chatling.audio import SAMPLE_RATE, load_audio
-from chatling.clock import StreamClock
+from chatling.core.clock import StreamClock
+from chatling.core.events import ChatMessage
+from chatling.core.settings import Settings, TwitchSettings
 from chatling.display import Display
-from chatling.events import ChatMessage
 from chatling.pipeline import EndOfStream, Pipeline, PipelineParts
+from chatling.platforms.twitch.client import TwitchChat
 from chatling.prompt import PromptBuilder
-from chatling.settings import Settings, TwitchSettings
 from chatling.sources.replay import replay_audio
 from chatling.store import Store
 from chatling.transcribe import StreamingTranscriber, TranscriberOptions
-from chatling.twitch.client import TwitchChat
 from tests.hardening.common import (
     FULL,
     ControlLag,

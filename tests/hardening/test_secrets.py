@@ -47,11 +47,12 @@ import pytest
 from pydantic import SecretStr
 
 from chatling.app import ReplayRequest, replay
+from chatling.core.errors import ChatlingError
+from chatling.core.paths import PROJECT_ROOT
+from chatling.core.settings import TwitchSettings, load_settings
 from chatling.display import Display
-from chatling.errors import ChatlingError
-from chatling.settings import PROJECT_ROOT, TwitchSettings, load_settings
-from chatling.twitch import auth
-from chatling.twitch.client import TwitchChat
+from chatling.platforms.twitch import auth
+from chatling.platforms.twitch.client import TwitchChat
 
 pytestmark = [pytest.mark.hardening]
 

@@ -28,8 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from chatling.errors import ConfigError
-from chatling.events import ChatMessage
+from chatling.core.errors import ConfigError
+from chatling.core.events import ChatMessage
 from chatling.training.data.pairs import Pair
 
 # From bench/reaction_delay.py on the DougDoug corpus (bench/results/reaction_delay.json):

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from chatling.errors import ChatlingError, InputFileError
+from chatling.core.errors import ChatlingError, InputFileError
 from chatling.training.data.align import AlignOptions
 from chatling.training.data.filters import FilterReport
 from chatling.training.data.pairs import COLUMNS, Pair

@@ -34,9 +34,10 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from chatling.chatlog.moderation import ModerationEvent, drop_moderated
-from chatling.events import ChatMessage
+from chatling.core.events import ChatMessage
 from chatling.safety import SafetyFilter, contains_link
-from chatling.settings import PROJECT_ROOT, Settings
+from chatling.core.paths import PROJECT_ROOT
+from chatling.core.settings import Settings
 from chatling.training.data.align import AlignOptions, Segment, align
 from chatling.training.data.pairs import Pair
 

@@ -14,8 +14,8 @@ import json
 import sqlite3
 from pathlib import Path
 
-from chatling.errors import StoreError
-from chatling.events import ChatMessage
+from chatling.core.errors import StoreError
+from chatling.core.events import ChatMessage
 from chatling.training.data.align import Segment
 from chatling.training.data.filters import FilterOptions
 

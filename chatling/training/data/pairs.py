@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from chatling.context import ContextSnapshot
-from chatling.events import ChatMessage, Utterance
+from chatling.core.events import ChatMessage, Utterance
 from chatling.prompt import PromptBuilder, PromptParts
 
 COLUMNS = ("source", "offset", "transcript", "chat", "target", "user")

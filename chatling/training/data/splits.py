@@ -11,7 +11,7 @@ import json
 import logging
 from pathlib import Path
 
-from chatling.errors import ConfigError, InputFileError
+from chatling.core.errors import ConfigError, InputFileError
 from chatling.training.data.pairs import Pair, pairs_from_rows
 
 log = logging.getLogger(__name__)

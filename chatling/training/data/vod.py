@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 
 from chatling.audio import SAMPLE_RATE, iter_audio_chunks, probe_audio
-from chatling.errors import AudioError, ConfigError, InputFileError
-from chatling.settings import PROJECT_ROOT, AudioSettings, resolve_path
+from chatling.core.errors import AudioError, ConfigError, InputFileError
+from chatling.core.paths import PROJECT_ROOT, resolve_path
+from chatling.core.settings import AudioSettings
 from chatling.training.data.align import Segment, Word
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chatling.errors import ConfigError
+from chatling.core.errors import ConfigError
 from chatling.prompt import PromptBuilder, PromptParts
 from chatling.safety import dedupe_key
 from chatling.training.data.pairs import Pair, render_prompt

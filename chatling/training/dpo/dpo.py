@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chatling.errors import ConfigError, ModelError
+from chatling.core.errors import ConfigError, ModelError
 from chatling.training.dpo.preference import (
     PreferencePair,
     encode_preferences,

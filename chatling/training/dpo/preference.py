@@ -40,9 +40,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chatling.errors import ConfigError, StoreError
+from chatling.core.errors import ConfigError, StoreError
+from chatling.core.settings import ReplySettings
 from chatling.prompt import PromptParts, completion_text, prompt_token_ids
-from chatling.settings import ReplySettings
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -98,8 +98,8 @@ def live_system_prompt(settings: ReplySettings | None = None) -> str:
     """The system turn the live bot sends (the persona; empty in the ``log`` prompt form),
     as ``PromptBuilder`` renders it with ``settings`` (default: the bot's own, from .env)."""
     from chatling.context import ContextSnapshot
+    from chatling.core.settings import load_settings
     from chatling.prompt import PromptBuilder
-    from chatling.settings import load_settings
 
     settings = settings or load_settings().reply
     builder = PromptBuilder(settings, lambda text: len(text.split()))
@@ -252,7 +252,7 @@ def preference_pairs_from_db(
     ``settings`` renders the system turn (default ``ReplySettings()``); pass the
     bot's own so the pairs carry the persona it serves with.
     """
-    from chatling.settings import load_settings
+    from chatling.core.settings import load_settings
     from chatling.training.data.logdb import connect_read_only
 
     settings = settings or load_settings().reply

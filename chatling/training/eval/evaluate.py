@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from chatling.errors import InputFileError
+from chatling.core.errors import InputFileError
 from chatling.safety import dedupe_key
 from chatling.training.data.pairs import Pair
 from chatling.training.eval import metrics as em

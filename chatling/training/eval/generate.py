@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chatling.errors import ConfigError
-from chatling.settings import Settings
+from chatling.core.errors import ConfigError
+from chatling.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +81,10 @@ async def write_replies(
     """The moments' replies from a running ``engine``, one JSON line each (see the module)."""
     from tqdm import tqdm
 
+    from chatling.core.paths import PROJECT_ROOT
     from chatling.prompt import PromptBuilder
     from chatling.reply import ReplyWriter
     from chatling.safety import SafetyFilter
-    from chatling.settings import PROJECT_ROOT
     from chatling.training.data.pairs import snapshot_of
 
     request.out.parent.mkdir(parents=True, exist_ok=True)

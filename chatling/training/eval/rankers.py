@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from chatling.errors import ModelError
+from chatling.core.errors import ModelError
 from chatling.prompt import PromptParts, completion_text, prompt_token_ids
 from chatling.safety import dedupe_key
 from chatling.training.data.pairs import Pair, chat_messages, render_prompt

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from chatling.errors import InputFileError
+from chatling.core.errors import InputFileError
 from chatling.safety import dedupe_key
 from chatling.training.eval.metrics import EMOTES, distinct_n, wasserstein_1d
 
@@ -163,7 +163,7 @@ def shingles(text: str, n: int = 4) -> set[tuple[str, ...]]:
 
 def fixed_prompt_text(root: Path | None = None) -> str:
     """The prompt's fixed text: persona and templates (what a prompt echo copies)."""
-    from chatling.settings import PROJECT_ROOT
+    from chatling.core.paths import PROJECT_ROOT
 
     folder = (root or PROJECT_ROOT) / "prompts"
     return "\n".join(

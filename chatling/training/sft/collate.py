@@ -39,9 +39,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chatling.errors import ConfigError, InputFileError
+from chatling.core.errors import ConfigError, InputFileError
+from chatling.core.settings import ReplySettings
 from chatling.prompt import PromptBuilder, completion_text, prompt_token_ids
-from chatling.settings import ReplySettings
 from chatling.training.data.pairs import COLUMNS, Pair, render_prompt
 
 if TYPE_CHECKING:
@@ -188,7 +188,7 @@ def prompt_builder(
     environment), never to ``ReplySettings()``: a streamer who changes the bot's
     name, persona or prompt form must train on the prompt the bot serves.
     """
-    from chatling.settings import load_settings
+    from chatling.core.settings import load_settings
 
     return PromptBuilder(settings or load_settings().reply, token_counter(tokenizer))
 

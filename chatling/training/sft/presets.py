@@ -22,8 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from chatling.errors import ConfigError, ModelError
-from chatling.settings import DEFAULT_MODEL_DIR
+from chatling.core.errors import ConfigError, ModelError
+from chatling.core.paths import DEFAULT_MODEL_DIR
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -39,7 +39,7 @@ VLLM_TARGET_MODULES = (
     "down_proj",
 )
 MAX_LORA_RANK = 16
-"""vLLM's ``max_lora_rank`` (``ModelSettings`` in chatling.settings): larger won't load."""
+"""vLLM's ``max_lora_rank`` (``ModelSettings`` in chatling.core.settings): larger won't load."""
 
 
 @dataclass(frozen=True, slots=True)

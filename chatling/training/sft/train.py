@@ -36,8 +36,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chatling.errors import ConfigError, ModelError
-from chatling.settings import PROJECT_ROOT, ReplySettings
+from chatling.core.errors import ConfigError, ModelError
+from chatling.core.paths import PROJECT_ROOT
+from chatling.core.settings import ReplySettings
 from chatling.training.sft.collate import (
     EncodeStats,
     encode_pairs,

@@ -30,9 +30,9 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from chatling.events import ChatMessage
+from chatling.core.events import ChatMessage
+from chatling.platforms.twitch.auth import TwitchAuthError, TwitchError
 from chatling.ratelimit import TokenBucket
-from chatling.twitch.auth import TwitchAuthError, TwitchError
 
 log = logging.getLogger(__name__)
 

@@ -5,5 +5,5 @@
 - ``commands.ModeratorCommands``: ``!chatling pause|resume|status`` for mods and the broadcaster.
 - ``auth``: ``chatling auth twitch`` (device-code login), refresh, the 0600 token file.
 
-Import ``chatling.twitch.client`` only where Twitch is used: it imports twitchio.
+Import ``chatling.platforms.twitch.client`` only where Twitch is used: it imports twitchio.
 """

@@ -25,8 +25,8 @@ from typing import Any
 
 import aiohttp
 
-from chatling.twitch.auth import TwitchError
-from chatling.twitch.sink import TokenSource
+from chatling.platforms.twitch.auth import TwitchError
+from chatling.platforms.twitch.sink import TokenSource
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from chatling.control import BotControl
-from chatling.errors import StoreError
-from chatling.events import ChatMessage
+from chatling.core.errors import StoreError
+from chatling.core.events import ChatMessage
 from chatling.sinks import ChatSink
 
 if TYPE_CHECKING:

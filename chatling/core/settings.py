@@ -17,20 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from chatling.errors import ConfigError
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_DIR = PROJECT_ROOT / "data" / "models" / "smollm2-135m-instruct"
-DEFAULT_WHISPER_DIR = PROJECT_ROOT / "data" / "models" / "whisper-base-ct2"
-
-
-def resolve_path(path: str | Path) -> Path:
-    """A path from settings: absolute as given; relative to the working directory if
-    it exists there, else to the project root (so the defaults work from anywhere)."""
-    p = Path(path).expanduser()
-    if p.is_absolute() or p.exists():
-        return p
-    return PROJECT_ROOT / p
+from chatling.core.errors import ConfigError
 
 
 class _Group(BaseModel):

@@ -44,9 +44,9 @@ from typing import TYPE_CHECKING, Protocol
 import discord
 from discord import app_commands
 
-from chatling.errors import ChatlingError, ConfigError, EngineError, StoreError
+from chatling.core.errors import ChatlingError, ConfigError, EngineError, StoreError
+from chatling.core.settings import DiscordSettings
 from chatling.responder import Answer
-from chatling.settings import DiscordSettings
 
 if TYPE_CHECKING:
     from chatling.store import Store

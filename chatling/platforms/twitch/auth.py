@@ -34,8 +34,8 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
-from chatling.errors import TwitchAuthError, TwitchError
-from chatling.settings import resolve_path
+from chatling.core.errors import TwitchAuthError, TwitchError
+from chatling.core.paths import resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ BOT_SCOPES: tuple[str, ...] = ("user:read:chat", "user:write:chat", "user:bot")
 """What the bot account must grant: read chat over EventSub, send through Helix, appear as a bot."""
 MODERATION_SCOPES: tuple[str, ...] = ("moderator:read:blocked_terms", "moderation:read")
 """Asked for too, never required: read the channel's blocked terms and ask AutoMod before
-sending, used only when the bot moderates the channel (``chatling.twitch.moderation``; without
+sending, used only when the bot moderates the channel (``twitch.moderation``; without
 them each check is off after one warning)."""
 DEFAULT_TOKEN_FILE = "data/twitch-tokens.json"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"

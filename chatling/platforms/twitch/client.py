@@ -3,11 +3,11 @@
 ``TwitchChat`` logs the bot account in (token file from ``chatling auth
 twitch``, else ``CHATLING_TWITCH__BOT_TOKEN``; refreshed when Twitch rejects
 it), subscribes to ``channel.chat.message`` over twitchio 3's EventSub
-websocket, turns every notification into a ``chatling.events.ChatMessage`` on the
+websocket, turns every notification into a ``chatling.core.events.ChatMessage`` on the
 inbox, runs moderators' ``!chatling`` commands, and exposes ``.sink``
 (``TwitchSink``) for the pipeline's replies. Given a ``store`` and
 ``stream_id``, it also records moderators' ``!good`` / ``!bad`` replies to the
-bot's messages (``chatling.twitch.commands``) and subscribes to
+bot's messages (``chatling.platforms.twitch.commands``) and subscribes to
 ``channel.chat.message_delete`` to stamp deleted messages in the store (a
 refused subscription is one warning; chat goes on). How ``chatling run`` uses it::
 
@@ -49,7 +49,7 @@ refresh. What is added here:
 - every request to Twitch is bounded by ``request_timeout_s``;
 - duplicate deliveries (Twitch sends at least once) are dropped by message id;
 - twitchio's loggers are scrubbed of the bot's tokens (``SecretRedactor``);
-- Twitch's own checks (``chatling.twitch.moderation``): the channel's blocked terms
+- Twitch's own checks (``chatling.platforms.twitch.moderation``): the channel's blocked terms
   merged into ``safety`` at start and refreshed, and AutoMod asked before each
   send when the bot is a moderator.
 """
@@ -74,14 +74,14 @@ from twitchio.eventsub import ChatMessageDeleteSubscription, ChatMessageSubscrip
 from twitchio.eventsub.websockets import Websocket
 
 from chatling.control import BotControl
-from chatling.errors import ConfigError, StoreError, TwitchAuthError
-from chatling.events import ChatMessage
-from chatling.settings import TwitchSettings
-from chatling.twitch import auth
-from chatling.twitch.auth import SecretRedactor, Tokens, TwitchError, redact
-from chatling.twitch.commands import MarkCommands, ModeratorCommands
-from chatling.twitch.moderation import TwitchModeration
-from chatling.twitch.sink import TwitchSink
+from chatling.core.errors import ConfigError, StoreError, TwitchAuthError
+from chatling.core.events import ChatMessage
+from chatling.core.settings import TwitchSettings
+from chatling.platforms.twitch import auth
+from chatling.platforms.twitch.auth import SecretRedactor, Tokens, TwitchError, redact
+from chatling.platforms.twitch.commands import MarkCommands, ModeratorCommands
+from chatling.platforms.twitch.moderation import TwitchModeration
+from chatling.platforms.twitch.sink import TwitchSink
 
 if TYPE_CHECKING:
     from chatling.safety import SafetyFilter
@@ -242,7 +242,7 @@ class _HandoverWebsocket(Websocket):
 
 
 class _TokenBox:
-    """The bot's current tokens (``chatling.twitch.sink.TokenSource``); refreshes and saves them."""
+    """The bot's current tokens (``twitch.sink.TokenSource``); refreshes and saves them."""
 
     def __init__(self, chat: TwitchChat, tokens: Tokens) -> None:
         self._chat = chat

@@ -1,4 +1,4 @@
-"""Baseline copy of chatling/safety.py as of the start of issue 13, kept for bench/safety.py.
+"""Baseline copy of chatling/safety/filter.py as of the start of issue 13, kept for bench/safety.py.
 
 The safety filter: the last check before a generated reply reaches chat.
 

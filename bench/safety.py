@@ -5,7 +5,7 @@ demo chat, the Northernlion log and the DougDoug corpus in ``../shared/data``,
 read in place) and hostile lines (``tests/data/safety_corpus.txt`` and the
 payloads of ``tests/hardening/data/hostile_chat.jsonl``), each with 20 lines
 of recent chat, for the filter before issue 13 (``bench/_safety_baseline.py``,
-a copy of the old ``chatling/safety.py``) and after, interleaved in one run.
+a copy of the old ``chatling/safety/filter.py``) and after, interleaved in one run.
 
 Then the rates: on the corpus' validation and test parts, the share of
 must-block lines that pass and of must-pass lines blocked; on real chat
@@ -35,9 +35,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import chatling.safety.filter as safety  # noqa: E402
+import chatling.safety.terms as safety_terms  # noqa: E402
 from bench import _safety_baseline as baseline  # noqa: E402
 from bench._common import percentile, print_table, write_result  # noqa: E402
-from chatling import safety, safety_terms  # noqa: E402
 from chatling.chatlog import read_chat_log  # noqa: E402
 from chatling.core.events import ChatMessage  # noqa: E402
 from chatling.safety import ALL_STEPS, SafetyFilter, load_blocked_terms  # noqa: E402

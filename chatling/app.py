@@ -1,12 +1,18 @@
-"""One replay of a recorded stream through the whole pipeline (``chatling replay``).
+"""The one composition root: a bot run, whether it replays a recording or goes live.
+
+``run_bot`` wires what every run has: the store, the engine (Whisper loads in a
+thread while vLLM starts), the stream row, the pipeline, the control room, the
+signals, and one ``asyncio.TaskGroup`` with the sources and the reply loop. A
+``Mode`` says only what differs: where messages come from, where replies go,
+and what else runs beside them. ``replay`` (``chatling replay``) is the replay
+mode here; live mode (``chatling run``) is ``chatling.live``.
 
 Start-up order: check every input (chat log, audio, model, templates) before
-anything slow starts, so a typo costs a second, not a minute; then open the
-store, load Whisper (in a thread) while the vLLM engine starts, and run the
-sources and the reply loop under one ``asyncio.TaskGroup``. SIGINT or SIGTERM
-stops the sources; the reply in flight finishes, the store flushes, the engine
-shuts down. Live mode (``chatling run``) reuses the same pipeline with other
-sources and sinks.
+anything slow starts, so a typo costs a second, not a minute. Stop: SIGINT or
+SIGTERM stops the sources; the reply in flight finishes, the store flushes, the
+engine shuts down. A stop slower than ``shutdown_report_s`` logs what it waits
+for, and a second signal does not wait for the reply in flight
+(``chatling.shutdown_watch``).
 """
 
 from __future__ import annotations
@@ -14,13 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from chatling.audio import probe_audio
 from chatling.chatlog import read_chat_log
 from chatling.core.clock import StreamClock
+from chatling.core.events import ChatMessage
 from chatling.core.paths import PROJECT_ROOT, resolve_path
 from chatling.core.settings import Settings
 from chatling.display import Display
@@ -30,8 +38,8 @@ from chatling.pipeline import EndOfStream, Pipeline, PipelineParts, PipelineStat
 from chatling.prompt import PromptBuilder
 from chatling.ratelimit import RateLimiter
 from chatling.safety import SafetyFilter
-from chatling.shutdown_watch import StopSignals
-from chatling.sinks import TerminalSink
+from chatling.shutdown_watch import ShutdownWatch, StopSignals
+from chatling.sinks import ChatSink, TerminalSink
 from chatling.sources.replay import replay_audio, replay_chat
 from chatling.store import Store
 from chatling.transcribe import StreamingTranscriber, TranscriberOptions, load_whisper
@@ -80,23 +88,116 @@ def build_limiter(settings: Settings) -> RateLimiter:
     return RateLimiter(capacity, reply.rate_window_s)
 
 
-async def replay(
+@dataclass(frozen=True, slots=True)
+class StreamRow:
+    """How a run is logged in ``streams``."""
+
+    title: str
+    platform: str
+    channel: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Platform:
+    """Where replies go."""
+
+    sink: ChatSink
+    channel: str
+
+
+@dataclass(slots=True)
+class Running:
+    """What a mode's sources and background tasks are given once the bot is up."""
+
+    settings: Settings
+    store: Store
+    engine: VllmEngine
+    whisper_model: Any
+    stream_id: int
+    clock: StreamClock
+    parts: PipelineParts
+    pipeline: Pipeline
+    stack: contextlib.AsyncExitStack
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """What ``run_bot`` hands back to the mode's caller."""
+
+    stats: PipelineStats
+    db_path: Path
+    stream_id: int
+    stream_seconds: float
+    interrupted: bool
+
+
+class Mode(Protocol):
+    """What differs between a replay and a live run (everything else is ``run_bot``)."""
+
+    kind: str
+    """``replay`` or ``live`` (the control room shows it)."""
+    speed: float
+    needs_whisper: bool
+    sources_up: tuple[str, ...]
+    watcher: Any
+    """The adapter watcher the control room promotes through (``None``: the registry only)."""
+
+    async def prepare(self, engine: VllmEngine) -> StreamRow:
+        """After the engine started, before the stream row: what to log the run as."""
+        ...
+
+    async def open_platform(
+        self, stack: contextlib.AsyncExitStack, store: Store, stream_id: int, safety: SafetyFilter
+    ) -> Platform: ...
+
+    async def started(self, running: Running) -> None:
+        """The pipeline and the control room are up; the sources are not yet."""
+        ...
+
+    async def feed(self, running: Running) -> None:
+        """The sources, into ``running.pipeline.inbox``; returns when they end (cancelled
+        to stop)."""
+        ...
+
+    def background(self, running: Running) -> dict[str, Coroutine[Any, Any, None]]:
+        """Tasks beside the reply loop, cancelled once it ends (by name)."""
+        ...
+
+
+async def _start_models(
+    stack: contextlib.AsyncExitStack,
     settings: Settings,
-    request: ReplayRequest,
+    engine: VllmEngine | None,
+    whisper_model: Any,
+    needs_whisper: bool,
+) -> tuple[VllmEngine, Any]:
+    """The engine (started here unless given) and Whisper, loaded in a thread meanwhile."""
+    loading = None
+    if needs_whisper and whisper_model is None:
+        loading = asyncio.create_task(asyncio.to_thread(load_whisper, settings.audio))
+    try:
+        if engine is None:
+            engine = await stack.enter_async_context(start_engine(settings.model))
+    finally:
+        if loading is not None:
+            whisper_model = await loading
+    return engine, whisper_model
+
+
+async def run_bot(
+    settings: Settings,
+    mode: Mode,
     display: Display,
     *,
     engine: VllmEngine | None = None,
     whisper_model: Any = None,
-    transcriber: StreamingTranscriber | None = None,
-) -> ReplayResult:
-    """Replay one recorded stream; returns when it ends or a signal stops it.
+    shutdown_report_s: float = 45.0,
+) -> RunOutcome:
+    """Run the bot in ``mode`` until its sources end or a signal stops it.
 
     ``engine`` and ``whisper_model`` may be passed in (tests share one engine
     per session); otherwise they are built here and shut down at the end.
     """
-    # Cheap checks first: each raises a ChatlingError naming the bad input.
-    messages = read_chat_log(request.chat, format=request.chat_format)
-    probe_audio(request.audio)
     resolve_model(settings.model.name)
     safety = build_safety(settings)
     db_path = resolve_path(settings.storage.db_path)
@@ -108,20 +209,19 @@ async def replay(
         store = await stack.enter_async_context(
             Store.open(db_path, settings.storage.flush_interval_s, settings.storage.max_batch)
         )
-        if whisper_model is None:
-            loading = asyncio.create_task(asyncio.to_thread(load_whisper, settings.audio))
-            try:
-                if engine is None:
-                    engine = await stack.enter_async_context(start_engine(settings.model))
-            finally:
-                whisper_model = await loading
-        elif engine is None:
-            engine = await stack.enter_async_context(start_engine(settings.model))
-        adapter = engine.adapter.path if engine.adapter else None
-        stream_id = await store.start_stream(
-            request.audio.name, "replay", "replay", engine.model_name, adapter
+        engine, whisper_model = await _start_models(
+            stack, settings, engine, whisper_model, mode.needs_whisper
         )
-        clock = StreamClock(request.speed)
+        row = await mode.prepare(engine)
+        stream_id = await store.start_stream(
+            row.title,
+            row.platform,
+            row.channel,
+            engine.model_name,
+            engine.adapter.path if engine.adapter else None,
+        )
+        clock = StreamClock(mode.speed)
+        platform = await mode.open_platform(stack, store, stream_id, safety)
         parts = PipelineParts(
             settings=settings.reply,
             engine=engine,
@@ -130,60 +230,144 @@ async def replay(
             limiter=build_limiter(settings),
             store=store,
             stream_id=stream_id,
-            sink=TerminalSink(),
+            sink=platform.sink,
             display=web.observe(display) if web else display,
             clock=clock,
+            channel=platform.channel,
             seed=settings.model.seed,
             known_bots=frozenset(b.casefold() for b in settings.twitch.known_bots),
         )
         pipeline = Pipeline(parts)
+        running = Running(
+            settings, store, engine, whisper_model, stream_id, clock, parts, pipeline, stack
+        )
         if web is not None:
             handle = bot_handle(
-                settings, pipeline, store, stream_id, engine, db_path, "replay", ("chat", "audio")
+                settings,
+                pipeline,
+                store,
+                stream_id,
+                engine,
+                db_path,
+                mode.kind,
+                mode.sources_up,
+                mode.watcher,
             )
             await stack.enter_async_context(web.serving(handle))
-        transcriber = transcriber or StreamingTranscriber(
-            whisper_model,
+        await mode.started(running)
+        interrupted = await _serve(running, mode, signals, shutdown_report_s)
+        await store.end_stream(stream_id)
+        return RunOutcome(pipeline.stats, db_path, stream_id, clock.now(), interrupted)
+
+
+async def _serve(
+    running: Running, mode: Mode, signals: StopSignals, shutdown_report_s: float
+) -> bool:
+    """The sources and the reply loop under one TaskGroup; whether a signal stopped them."""
+    pipeline = running.pipeline
+
+    async def feed() -> None:
+        try:
+            await mode.feed(running)
+        finally:
+            await pipeline.inbox.put(EndOfStream())
+
+    async with asyncio.TaskGroup() as tg:
+        feeding = tg.create_task(feed(), name="sources")
+        beside = [tg.create_task(c, name=n) for n, c in mode.background(running).items()]
+        replying = tg.create_task(pipeline.run(), name="reply-loop")
+        watch = ShutdownWatch(hurry=replying.cancel, grace_s=shutdown_report_s)
+
+        def stop() -> None:
+            if not watch.requested and not feeding.done():
+                log.info("stopping: closing sources, finishing the reply in flight, flushing")
+            feeding.cancel()
+            watch.request()
+
+        signals.install(stop)
+        try:
+            # Not `await replying`: a second signal cancels it (the hurry), and the task
+            # group, not this body, deals with how the reply loop ended.
+            await asyncio.wait({replying})
+        finally:
+            for task in beside:
+                task.cancel()
+    watch.close()
+    return watch.requested
+
+
+@dataclass(slots=True)
+class ReplayMode:
+    """A recorded stream: its chat log and audio on a stream clock; replies to the terminal."""
+
+    request: ReplayRequest
+    messages: list[ChatMessage]
+    transcriber: StreamingTranscriber | None = None
+    kind: str = "replay"
+    needs_whisper: bool = True
+    sources_up: tuple[str, ...] = ("chat", "audio")
+    watcher: Any = None
+    speed: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.speed = self.request.speed
+
+    async def prepare(self, engine: VllmEngine) -> StreamRow:
+        return StreamRow(self.request.audio.name, "replay", "replay")
+
+    async def open_platform(
+        self, stack: contextlib.AsyncExitStack, store: Store, stream_id: int, safety: SafetyFilter
+    ) -> Platform:
+        return Platform(TerminalSink(), "replay")
+
+    async def started(self, running: Running) -> None:
+        return None
+
+    def background(self, running: Running) -> dict[str, Coroutine[Any, Any, None]]:
+        return {}
+
+    async def feed(self, running: Running) -> None:
+        settings, request = running.settings, self.request
+        transcriber = self.transcriber or StreamingTranscriber(
+            running.whisper_model,
             TranscriberOptions.from_settings(settings.audio, hotwords=settings.reply.bot_name),
         )
-        interrupted = False
+        inbox = running.pipeline.inbox
+        async with asyncio.TaskGroup() as sources:
+            sources.create_task(
+                replay_chat(self.messages, running.clock, inbox, until=request.until_s)
+            )
+            sources.create_task(
+                replay_audio(
+                    request.audio,
+                    running.clock,
+                    transcriber,
+                    inbox,
+                    chunk_s=settings.audio.chunk_s,
+                    until=request.until_s,
+                )
+            )
 
-        async def feed() -> None:
-            try:
-                async with asyncio.TaskGroup() as sources:
-                    sources.create_task(
-                        replay_chat(messages, clock, pipeline.inbox, until=request.until_s)
-                    )
-                    sources.create_task(
-                        replay_audio(
-                            request.audio,
-                            clock,
-                            transcriber,
-                            pipeline.inbox,
-                            chunk_s=settings.audio.chunk_s,
-                            until=request.until_s,
-                        )
-                    )
-            finally:
-                await pipeline.inbox.put(EndOfStream())
 
-        async with asyncio.TaskGroup() as tg:
-            feeding = tg.create_task(feed(), name="sources")
-            tg.create_task(pipeline.run(), name="reply-loop")
-
-            def stop() -> None:
-                nonlocal interrupted
-                if not interrupted and not feeding.done():
-                    log.info("stopping: finishing the reply in flight and flushing the log")
-                interrupted = True
-                feeding.cancel()
-
-            signals.install(stop)
-        await store.end_stream(stream_id)
-        return ReplayResult(
-            stats=pipeline.stats,
-            db_path=db_path,
-            stream_id=stream_id,
-            stream_seconds=clock.now(),
-            interrupted=interrupted,
-        )
+async def replay(
+    settings: Settings,
+    request: ReplayRequest,
+    display: Display,
+    *,
+    engine: VllmEngine | None = None,
+    whisper_model: Any = None,
+    transcriber: StreamingTranscriber | None = None,
+) -> ReplayResult:
+    """Replay one recorded stream; returns when it ends or a signal stops it."""
+    # Cheap checks first: each raises a ChatlingError naming the bad input.
+    messages = read_chat_log(request.chat, format=request.chat_format)
+    probe_audio(request.audio)
+    mode = ReplayMode(request, messages, transcriber)
+    out = await run_bot(settings, mode, display, engine=engine, whisper_model=whisper_model)
+    return ReplayResult(
+        stats=out.stats,
+        db_path=out.db_path,
+        stream_id=out.stream_id,
+        stream_seconds=out.stream_seconds,
+        interrupted=out.interrupted,
+    )

@@ -19,28 +19,25 @@ import contextlib
 import logging
 import statistics
 import time
-from dataclasses import dataclass
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chatling.app import build_limiter, build_safety
-from chatling.core.clock import StreamClock
+from chatling.app import Platform, Running, StreamRow, run_bot
 from chatling.core.errors import ConfigError
 from chatling.core.events import ChatMessage
 from chatling.core.paths import resolve_path
 from chatling.core.settings import Settings
 from chatling.display import Display
-from chatling.engine import VllmEngine, resolve_model
-from chatling.engine_factory import start_engine
+from chatling.engine import VllmEngine
 from chatling.learn.registry import AdapterRegistry
 from chatling.learn.schedule import NightlyScheduler
 from chatling.learn.watcher import AdapterWatcher
-from chatling.pipeline import EndOfStream, Pipeline, PipelineParts, PipelineStats
-from chatling.prompt import PromptBuilder
-from chatling.shutdown_watch import ShutdownWatch, StopSignals
+from chatling.pipeline import Pipeline, PipelineStats
+from chatling.safety import SafetyFilter
 from chatling.store import Store
-from chatling.web import bot_handle, web_server
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +91,114 @@ async def _report_status(pipeline: Pipeline, interval_s: float, extra: dict[str,
         )
 
 
+@dataclass(slots=True)
+class LiveMode:
+    """Live sources (Twitch, Discord, loopback audio) and the Twitch sink, plus what a
+    live bot runs beside them: the adapter watcher, the nightly schedule, a status line."""
+
+    settings: Settings
+    use_twitch: bool
+    use_discord: bool
+    use_audio: bool
+    run_for_s: float | None
+    status_interval_s: float
+    env_file: str | None
+    schedule_trigger: Any
+    adapter_poll_s: float
+    kind: str = "live"
+    speed: float = 1.0
+    watcher: AdapterWatcher | None = None
+    twitch: Any = None
+    stream_start: float = field(default=0.0, init=False)
+    """Wall time the stream row was opened (Twitch messages' offsets count from it)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Named counters for the status line (``discord answers``)."""
+
+    @property
+    def needs_whisper(self) -> bool:
+        return self.use_audio
+
+    @property
+    def sources_up(self) -> tuple[str, ...]:
+        s = self
+        return ("twitch",) * s.use_twitch + ("discord",) * s.use_discord + ("audio",) * s.use_audio
+
+    async def prepare(self, engine: VllmEngine) -> StreamRow:
+        registry = AdapterRegistry(resolve_path(self.settings.schedule.adapters_dir))
+        self.watcher = AdapterWatcher(registry, engine, self.adapter_poll_s)
+        await self.watcher.sync()  # the pointer file, when there is one, wins over model.adapter
+        self.stream_start = time.time()
+        return StreamRow(
+            f"live {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+            "twitch" if self.use_twitch else "live",
+            self.settings.twitch.channel or None,
+        )
+
+    async def open_platform(
+        self, stack: contextlib.AsyncExitStack, store: Store, stream_id: int, safety: SafetyFilter
+    ) -> Platform:
+        if not self.use_twitch:
+            return Platform(LogSink(), "live")
+        from chatling.platforms.twitch.client import TwitchChat
+        from chatling.platforms.twitch.commands import MarkCommands
+
+        settings = self.settings
+        self.twitch = await stack.enter_async_context(
+            TwitchChat(
+                settings.twitch,
+                None,
+                stream_start=self.stream_start,
+                token_file=resolve_path(settings.twitch.token_file),
+                drop_backoff_s=settings.twitch.drop_backoff_s,
+                store=store,
+                stream_id=stream_id,
+                marks=MarkCommands(settings.schedule.good_command, settings.schedule.bad_command),
+                safety=safety,  # the channel's Twitch blocked terms join the filter
+            )
+        )
+        return Platform(self.twitch.sink, self.twitch.channel)
+
+    async def started(self, running: Running) -> None:
+        schedule = self.settings.schedule
+        if schedule.enabled:
+            idle_s = schedule.live_idle_minutes * 60.0
+            pipeline = running.pipeline
+
+            def is_live() -> bool:
+                last = pipeline.stats.last_activity
+                return last is not None and time.monotonic() - last < idle_s
+
+            await running.stack.enter_async_context(
+                NightlyScheduler(
+                    schedule, is_live, env_file=self.env_file, trigger=self.schedule_trigger
+                )
+            )
+        if self.twitch is not None:
+            self.twitch.attach(running.pipeline.inbox, control=running.pipeline)
+
+    def background(self, running: Running) -> dict[str, Coroutine[Any, Any, None]]:
+        assert self.watcher is not None
+        return {
+            "status": _report_status(running.pipeline, self.status_interval_s, self.extra),
+            "adapter-watch": self.watcher.run(),
+        }
+
+    async def feed(self, running: Running) -> None:
+        """Twitch feeds the inbox by itself once attached; these run until a signal."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                if self.use_discord:
+                    group.create_task(_run_discord(running, self.extra), name="discord")
+                if self.use_audio:
+                    group.create_task(_run_audio(running), name="audio")
+                if self.run_for_s is not None:
+                    await asyncio.sleep(self.run_for_s)
+                    raise _StopRun
+                await asyncio.Future()  # until cancelled by a signal
+        except* _StopRun:
+            pass
+
+
 async def run_live(
     settings: Settings,
     *,
@@ -130,170 +235,38 @@ async def run_live(
             "nothing to chat in: configure Twitch (CHATLING_TWITCH__CHANNEL, __CLIENT_ID and "
             "`chatling auth twitch`) and/or Discord (CHATLING_DISCORD__TOKEN); see .env.example"
         )
-    resolve_model(settings.model.name)
-    safety = build_safety(settings)
-    db_path = resolve_path(settings.storage.db_path)
-    display = display or Display(show_chat=True)
-    sources: list[str] = []
-    web = web_server(settings)  # None unless CHATLING_WEB__ENABLED
-
-    async with contextlib.AsyncExitStack() as stack:
-        signals = StopSignals()
-        stack.callback(signals.close)  # first in, last out: a signal during clean-up is handled
-        store = await stack.enter_async_context(
-            Store.open(db_path, settings.storage.flush_interval_s, settings.storage.max_batch)
-        )
-        if use_audio and whisper_model is None:
-            from chatling.transcribe import load_whisper
-
-            loading = asyncio.create_task(asyncio.to_thread(load_whisper, settings.audio))
-        else:
-            loading = None
-        try:
-            if engine is None:
-                engine = await stack.enter_async_context(start_engine(settings.model))
-        finally:
-            if loading is not None:
-                whisper_model = await loading
-        watcher = AdapterWatcher(
-            AdapterRegistry(resolve_path(settings.schedule.adapters_dir)), engine, adapter_poll_s
-        )
-        await watcher.sync()  # the pointer file, when there is one, wins over model.adapter
-        stream_start = time.time()
-        clock = StreamClock(1.0)
-        title = f"live {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
-        stream_id = await store.start_stream(
-            title,
-            "twitch" if use_twitch else "live",
-            settings.twitch.channel or None,
-            engine.model_name,
-            engine.adapter.path if engine.adapter else None,
-        )
-        twitch = None
-        if use_twitch:
-            from chatling.platforms.twitch.client import TwitchChat
-            from chatling.platforms.twitch.commands import MarkCommands
-
-            twitch = await stack.enter_async_context(
-                TwitchChat(
-                    settings.twitch,
-                    None,
-                    stream_start=stream_start,
-                    token_file=resolve_path(settings.twitch.token_file),
-                    drop_backoff_s=settings.twitch.drop_backoff_s,
-                    store=store,
-                    stream_id=stream_id,
-                    marks=MarkCommands(
-                        settings.schedule.good_command, settings.schedule.bad_command
-                    ),
-                    safety=safety,  # the channel's Twitch blocked terms join the filter
-                )
-            )
-            sources.append("twitch")
-        parts = PipelineParts(
-            settings=settings.reply,
-            engine=engine,
-            prompts=PromptBuilder(settings.reply, engine.count_tokens),
-            safety=safety,
-            limiter=build_limiter(settings),
-            store=store,
-            stream_id=stream_id,
-            sink=twitch.sink if twitch is not None else LogSink(),
-            display=web.observe(display) if web else display,
-            clock=clock,
-            channel=twitch.channel if twitch is not None else "live",
-            seed=settings.model.seed,
-            known_bots=frozenset(b.casefold() for b in settings.twitch.known_bots),
-        )
-        pipeline = Pipeline(parts)
-        if web is not None:
-            up = ("twitch",) * use_twitch + ("discord",) * use_discord + ("audio",) * use_audio
-            handle = bot_handle(
-                settings, pipeline, store, stream_id, engine, db_path, "live", up, watcher
-            )
-            await stack.enter_async_context(web.serving(handle))
-        if settings.schedule.enabled:
-            idle_s = settings.schedule.live_idle_minutes * 60.0
-
-            def is_live() -> bool:
-                last = pipeline.stats.last_activity
-                return last is not None and time.monotonic() - last < idle_s
-
-            await stack.enter_async_context(
-                NightlyScheduler(
-                    settings.schedule, is_live, env_file=env_file, trigger=schedule_trigger
-                )
-            )
-        if twitch is not None:
-            twitch.attach(pipeline.inbox, control=pipeline)
-        extra: dict[str, Any] = {}
-
-        async def feed() -> None:
-            try:
-                async with asyncio.TaskGroup() as group:
-                    if use_discord:
-                        group.create_task(
-                            _run_discord(settings, parts, pipeline, extra, store),
-                            name="discord",
-                        )
-                    if use_audio:
-                        group.create_task(
-                            _run_audio(settings, whisper_model, clock, pipeline), name="audio"
-                        )
-                    if run_for_s is not None:
-                        await asyncio.sleep(run_for_s)
-                        raise _StopRun
-                    await asyncio.Future()  # until cancelled by a signal
-            except* _StopRun:
-                pass
-            finally:
-                await pipeline.inbox.put(EndOfStream())
-
-        async with asyncio.TaskGroup() as tg:
-            feeding = tg.create_task(feed(), name="sources")
-            status = tg.create_task(_report_status(pipeline, status_interval_s, extra))
-            watching = tg.create_task(watcher.run(), name="adapter-watch")
-            running = tg.create_task(pipeline.run(), name="reply-loop")
-
-            watch = ShutdownWatch(hurry=running.cancel, grace_s=shutdown_report_s)
-
-            def stop() -> None:
-                if not watch.requested:
-                    log.info("stopping: closing sources, finishing the reply in flight, flushing")
-                    feeding.cancel()
-                watch.request()
-
-            signals.install(stop)
-            try:
-                # Not `await running`: a second signal cancels it (the hurry), and the task
-                # group, not this body, deals with how the reply loop ended.
-                await asyncio.wait({running})
-            finally:
-                status.cancel()
-                watching.cancel()
-        await store.end_stream(stream_id)
-        watch.close()
-        if use_audio:
-            sources.append("audio")
-        if use_discord:
-            sources.append("discord")
-        return LiveResult(pipeline.stats, db_path, stream_id, tuple(sources))
+    mode = LiveMode(
+        settings,
+        use_twitch,
+        use_discord,
+        use_audio,
+        run_for_s,
+        status_interval_s,
+        env_file,
+        schedule_trigger,
+        adapter_poll_s,
+    )
+    out = await run_bot(
+        settings,
+        mode,
+        display or Display(show_chat=True),
+        engine=engine,
+        whisper_model=whisper_model,
+        shutdown_report_s=shutdown_report_s,
+    )
+    sources = ("twitch",) * use_twitch + ("audio",) * use_audio + ("discord",) * use_discord
+    return LiveResult(out.stats, out.db_path, out.stream_id, sources)
 
 
 class _StopRun(Exception):
     """``run_for_s`` elapsed."""
 
 
-async def _run_discord(
-    settings: Settings,
-    parts: PipelineParts,
-    pipeline: Pipeline,
-    extra: dict[str, Any],
-    store: Store,
-) -> None:
+async def _run_discord(running: Running, extra: dict[str, Any]) -> None:
     from chatling.platforms.discord_bot import DiscordBot
     from chatling.responder import ChatResponder
 
+    settings, parts, pipeline = running.settings, running.parts, running.pipeline
     responder = ChatResponder(
         settings.reply,
         parts.engine,
@@ -307,7 +280,7 @@ async def _run_discord(
     bot = DiscordBot(
         settings.discord,
         responder,
-        store=store,
+        store=running.store,
         stream_id=parts.stream_id,
         good_reaction=settings.schedule.good_reaction,
         bad_reaction=settings.schedule.bad_reaction,
@@ -316,18 +289,17 @@ async def _run_discord(
     await bot.run()  # raises if the connection dies for good (e.g. a revoked token)
 
 
-async def _run_audio(
-    settings: Settings, whisper_model: Any, clock: StreamClock, pipeline: Pipeline
-) -> None:
+async def _run_audio(running: Running) -> None:
     from chatling.sources.loopback import capture_loopback
     from chatling.transcribe import StreamingTranscriber, TranscriberOptions
 
+    settings, clock = running.settings, running.clock
     options = TranscriberOptions.from_settings(settings.audio, hotwords=settings.reply.bot_name)
-    transcriber = StreamingTranscriber(whisper_model, options, start_offset=clock.now())
+    transcriber = StreamingTranscriber(running.whisper_model, options, start_offset=clock.now())
     await capture_loopback(
         settings.audio.device,
         transcriber,
-        pipeline.inbox,
+        running.pipeline.inbox,
         stream_clock=clock,
         chunk_s=settings.audio.chunk_s,
     )

@@ -1,4 +1,4 @@
-"""Tests of the safety filter (chatling/safety.py) with the shipped block list."""
+"""Tests of the safety filter (chatling/safety/filter.py) with the shipped block list."""
 
 from __future__ import annotations
 
@@ -280,7 +280,7 @@ def test_every_verdict_is_logged_without_the_term_list(
         check(shipped, "hello chat")
         check(shipped, "you f4g")
         check(shipped, "!ban bob")
-    messages = [r.getMessage() for r in caplog.records if r.name == "chatling.safety"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "chatling.safety.filter"]
     assert len(messages) == 3
     assert "ok" in messages[0]
     assert "blocked_term:fag" in messages[1]

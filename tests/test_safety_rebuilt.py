@@ -22,7 +22,7 @@ from chatling.core.events import ChatMessage
 from chatling.core.paths import PROJECT_ROOT
 from chatling.core.settings import ReplySettings
 from chatling.safety import SafetyFilter, Verdict, load_blocked_terms
-from chatling.safety_learned import offensive_score
+from chatling.safety.learned import offensive_score
 
 CORPUS = PROJECT_ROOT / "tests" / "data" / "safety_corpus.txt"
 BLOCK_LIST = PROJECT_ROOT / "prompts" / "blocked_terms.txt"

@@ -3,7 +3,7 @@
 Terms match whole words (plus plural ``s``/``es``), so ``class`` never
 matches ``ass`` and ``Niger`` never matches a double-g slur; a term written
 ``term*`` also matches words starting with it, ``*term`` words ending in it.
-A candidate is read in several spellings, each after ``safety_normalize.fold``:
+A candidate is read in several spellings, each after ``normalize.fold``:
 
 - as written, with leetspeak read three ways (``1``/``!``/``|`` as i or l);
 - with multi-character leetspeak undone (``|<`` k, ``\\/`` v, ``ph`` f, ``rn`` m)
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatling.core.errors import InputFileError
-from chatling.safety_normalize import capital_i_as_l, flipped, fold, multi_leet
+from chatling.safety.normalize import capital_i_as_l, flipped, fold, multi_leet
 
 _DIGITS = {"0": "o", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "8": "b", "9": "g"}
 _SYMBOLS = {"@": "a", "$": "s", "+": "t", "(": "c", "€": "e", "¢": "c", "¡": "i", "©": "c",

@@ -13,16 +13,16 @@ are tried (the first that fires is the reason):
 - ``mention:<user>``: an ``@user`` other than the viewer being answered;
 - ``impersonation``: ``Nightbot: ...``, ``[MOD] ...``, ``x has been banned``;
 - ``personal_data``: phone, card or ID numbers, e-mail, street addresses
-  (``chatling.safety_pii``);
+  (``chatling.safety.pii``);
 - ``link``: URLs, IP addresses, hosts on any public suffix, spelled out or
-  with lookalike dots (``chatling.safety_links``); links on the allow-list
+  with lookalike dots (``chatling.safety.links``); links on the allow-list
   (``ReplySettings.allowed_links``) are masked first;
 - ``template_echo`` / ``prompt_echo``: the prompt's scaffolding, or a copy of
-  the persona, system or template text (``chatling.safety_echo``);
+  the persona, system or template text (``chatling.safety.echo``);
 - ``blocked_term:<term>``: a term of the block list in any disguise
-  (``chatling.safety_terms``, on ``chatling.safety_normalize``'s folding);
+  (``chatling.safety.terms``, on ``chatling.safety.normalize``'s folding);
 - ``offensive``: an insult aimed at someone, by a local classifier
-  (``chatling.safety_learned``);
+  (``chatling.safety.learned``);
 - ``zalgo`` (stacked combining marks), ``mixed_script`` (a word mixing Latin
   with lookalike letters of another script), ``flood`` (one thing repeated);
 - ``duplicate_of_chat``: a (normalised) copy of a chat message of the last
@@ -46,15 +46,15 @@ from chatling.core.errors import ConfigError
 from chatling.core.events import ChatMessage
 from chatling.core.paths import PROJECT_ROOT
 from chatling.core.settings import ReplySettings
-from chatling.safety_echo import echoes, fixed_grams, prompt_grams, template_patterns
-from chatling.safety_form import impersonates, is_blank, is_flood
-from chatling.safety_learned import OFFENSIVE_THRESHOLD, load_model, offensive
-from chatling.safety_links import LinkAllowList, find_links, public_suffixes
-from chatling.safety_normalize import fold, is_zalgo, light_fold, load_data, mixed_script_word
-from chatling.safety_pii import contains_personal_data as _personal
-from chatling.safety_pii import load_phone_metadata
-from chatling.safety_terms import STEPS as TERM_STEPS
-from chatling.safety_terms import TermMatcher, compile_term, load_blocked_terms, plain_words
+from chatling.safety.echo import echoes, fixed_grams, prompt_grams, template_patterns
+from chatling.safety.form import impersonates, is_blank, is_flood
+from chatling.safety.learned import OFFENSIVE_THRESHOLD, load_model, offensive
+from chatling.safety.links import LinkAllowList, find_links, public_suffixes
+from chatling.safety.normalize import fold, is_zalgo, light_fold, load_data, mixed_script_word
+from chatling.safety.pii import contains_personal_data as _personal
+from chatling.safety.pii import load_phone_metadata
+from chatling.safety.terms import STEPS as TERM_STEPS
+from chatling.safety.terms import TermMatcher, compile_term, load_blocked_terms, plain_words
 
 __all__ = [
     "ALL_STEPS",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from chatling.safety_normalize import fold
+from chatling.safety.normalize import fold
 
 _WORD = re.compile(r"[a-z0-9']+")
 _DATA_BLOCK = re.compile(r"<(transcript|chat|message)>.*?</\1>", re.DOTALL | re.IGNORECASE)

@@ -106,7 +106,7 @@ def _respell(folded: str) -> str:
 
 
 def find_links(folded: str) -> list[str]:
-    """The links in ``folded`` (text after ``safety_normalize.fold``), as written."""
+    """The links in ``folded`` (text after ``normalize.fold``), as written."""
     found: list[str] = []
     for text in (folded, _SPREAD.sub(lambda m: m.group().replace(" ", ""), folded)):
         if _SCHEME.search(text) or _WWW.search(text) or _IPV4.search(text):

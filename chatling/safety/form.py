@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from chatling.safety_normalize import visible
+from chatling.safety.normalize import visible
 
 KNOWN_BOTS = (
     "nightbot|streamelements|streamlabs|moobot|fossabot|wizebot|botisimo|deepbot|phantombot|"

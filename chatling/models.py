@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from chatling.core.errors import ModelError
+from chatling.core.logs import setup_logging
 from chatling.core.paths import DEFAULT_MODEL_DIR, DEFAULT_WHISPER_DIR
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,6 @@ def provision_all() -> tuple[Path, Path]:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     llm, whisper = provision_all()
     log.info("models ready: %s, %s", llm, whisper)

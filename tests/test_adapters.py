@@ -16,9 +16,9 @@ import pytest
 
 from chatling.core.errors import ConfigError, ModelError
 from chatling.learn.gate import AdapterScores, GateOptions, decide
-from chatling.learn.nightly import RunLog
 from chatling.learn.registry import AdapterRegistry, check_adapter_dir
 from chatling.store import Store
+from chatling.store.runlog import RunLog
 
 
 def fake_adapter(path: Path, marker: str = "x") -> Path:
@@ -171,13 +171,32 @@ async def test_reconcile_closes_rows_of_dead_runs(tmp_path: Path) -> None:
         promoted_then_killed = runs.start("schedule", None)
         runs.update(promoted_then_killed, candidate_version="v0001")
         registry.promote("v0001")
-        assert runs.reconcile(registry) == 2
+        assert runs.reconcile(registry.pointer().version) == 2
         rows = {r["id"]: r for r in runs.rows()}
     finally:
         runs.close()
     assert rows[killed]["status"] == "failed" and "ended before" in rows[killed]["error"]
     assert rows[promoted_then_killed]["status"] == "promoted"
     assert all(r["ended_at"] is not None for r in rows.values())
+
+
+async def test_a_promotion_that_fails_midway_leaves_its_row_running(tmp_path: Path) -> None:
+    """The promotion's row update and pointer move are one transaction: a failure in
+    between rolls the row back, so the next run's ``reconcile`` judges it."""
+    db = tmp_path / "log.sqlite"
+    await _new_db(db)
+    runs = RunLog(db)
+    try:
+        failed, promoted = runs.start("manual", None), runs.start("manual", None)
+        with pytest.raises(OSError, match="disk gone"), runs.transaction():
+            runs.finish(failed, "promoted", "passed the gate")
+            raise OSError("disk gone")  # e.g. the pointer file could not be written
+        with runs.transaction():
+            runs.finish(promoted, "promoted", "passed the gate")
+        status = {r["id"]: r["status"] for r in runs.rows()}
+    finally:
+        runs.close()
+    assert status == {failed: "running", promoted: "promoted"}
 
 
 def test_runlog_refuses_an_old_or_missing_database(tmp_path: Path) -> None:

@@ -61,14 +61,14 @@ def hold_write_lock(path: Path) -> sqlite3.Connection:
 
 
 @pytest.mark.asyncio
-async def test_new_database_gets_tables_view_wal_and_version(tmp_path: Path) -> None:
+async def test_new_database_gets_tables_wal_and_version(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "er" / "chat.sqlite"  # the directory does not exist yet
     async with Store.open(path):
         pass
     objects = set(rows(path, "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite%'"))
     for table in ("streams", "utterances", "chat_messages", "bot_replies"):
         assert ("table", table) in objects
-    assert ("view", "training_pairs") in objects
+    assert rows(path, "SELECT name FROM sqlite_master WHERE type = 'view'") == []
     assert rows(path, "PRAGMA user_version") == [(len(load_migrations()),)]
     assert rows(path, "PRAGMA journal_mode") == [("wal",)]
 
@@ -269,53 +269,60 @@ async def test_duplicate_message_ids_are_ignored(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
-# -- training pairs view -----------------------------------------------------------
+# -- the training_pairs view of 001/002 is gone ----------------------------------
 
 
 @pytest.mark.asyncio
-async def test_training_pairs_gives_the_context_a_chatter_had(tmp_path: Path) -> None:
-    async with Store.open(tmp_path / "chat.sqlite") as store:
-        a = await store.start_stream("A", "replay", None, None, None)
-        b = await store.start_stream("B", "replay", None, None, None)
-        # Out of order on purpose: the transcript follows start time, not insertion.
-        for start, end, text in [(12, 20, "four"), (0, 3, "one"), (9, 10, "three"),
-                                 (4, 9.5, "two"), (60, 69.5, "five")]:  # fmt: skip
-            store.add_utterance(a, Utterance(start, end, text))
-        store.add_utterance(b, Utterance(50, 65, "elsewhere"))
-        store.add_chat(b, ChatMessage(69.0, "zed", "other stream"))
-        for i in range(12):
-            store.add_chat(a, ChatMessage(30.0 + i, f"u{i}", f"m{i}"))
-        store.add_chat(a, ChatMessage(42.0, "nightbot", "read the rules", is_bot=True))
-        store.add_chat(a, ChatMessage(20.5, "early", "before four ends"))
-        store.add_chat(a, ChatMessage(21.0, "edge", "four just ended"))
-        store.add_chat(a, ChatMessage(70.0, "viewer", "lol"))
-        store.add_chat(a, ChatMessage(70.0, "late", "same second, after viewer"))
-        await store.flush()
-        pairs = {p["user"]: p for p in await store.training_pairs(stream_id=a)}
-        recent = await store.training_pairs(stream_id=a, since_offset=70.0)
-        everything = await store.training_pairs()
+async def test_a_log_made_by_the_old_migrations_upgrades_without_the_view(
+    tmp_path: Path,
+) -> None:
+    """A log written before 004 still has the view; opening it drops the view, keeps
+    every row, and the reader (``chatling.store.reader``) reads it as before."""
+    from chatling.store.reader import connect_read_only, stream_lines, streams
 
-    assert "nightbot" not in pairs and len(pairs) == 16  # bots are context, never targets
-    viewer = pairs["viewer"]
-    assert (viewer["stream_id"], viewer["offset_s"], viewer["text"]) == (a, 70.0, "lol")
-    # Window [70 - 60, 70 - 1]: "three" ends exactly at 10, "two" at 9.5 is too early,
-    # "five" at 69.5 too late.
-    assert viewer["transcript"] == "three four"
-    expected_viewer_context = [
-        "u3: m3", "u4: m4", "u5: m5", "u6: m6", "u7: m7", "u8: m8", "u9: m9", "u10: m10",
-        "u11: m11", "nightbot: read the rules",
-    ]  # fmt: skip
-    assert viewer["chat_context"].split("\n") == expected_viewer_context
-    late_context = [*expected_viewer_context[1:], "viewer: lol"]
-    assert pairs["late"]["chat_context"].split("\n") == late_context  # viewer came first
-    assert pairs["u0"]["transcript"] == "one two three four"
-    assert pairs["u0"]["chat_context"] == "early: before four ends\nedge: four just ended"
-    assert pairs["edge"]["transcript"] == "one two three four"  # "four" ended at 21 - 1
-    assert pairs["early"]["transcript"] == "one two three"  # 20 > 20.5 - 1
-    assert pairs["early"]["chat_context"] == ""
-    assert [p["user"] for p in recent] == ["viewer", "late"]
-    assert [p["user"] for p in everything if p["stream_id"] == b] == ["zed"]
-    assert [p["transcript"] for p in everything if p["stream_id"] == b] == ["elsewhere"]
+    path = tmp_path / "old.sqlite"
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    old = [p for p in sorted(SQL_DIR.glob("*.sql")) if int(p.name[:3]) <= 3]
+    assert [p.name[:3] for p in old] == ["001", "002", "003"]
+    for file in old:
+        (sql_dir / file.name).write_text(file.read_text())
+    async with aiosqlite.connect(path, isolation_level=None) as db:
+        assert await migrate(db, path, load_migrations(sql_dir)) == [1, 2, 3]
+        await db.execute(
+            "INSERT INTO streams (id, name, source, started_at, ended_at, ended_cleanly)"
+            " VALUES (1, 'old', 'twitch', 10.0, 200.0, 1)"
+        )
+        await db.execute(
+            "INSERT INTO utterances (stream_id, start_s, end_s, text, created_at)"
+            " VALUES (1, 0.0, 5.0, 'hello chat', 15.0)"
+        )
+        await db.execute(
+            "INSERT INTO chat_messages (stream_id, offset_s, user, text, message_id, source,"
+            " received_at) VALUES (1, 8.0, 'ann', 'hi', 'm1', 'twitch', 18.0)"
+        )
+    assert rows(path, "SELECT name FROM sqlite_master WHERE type = 'view'") == [("training_pairs",)]
+    assert rows(path, "SELECT user, transcript FROM training_pairs") == [("ann", "hello chat")]
+
+    async with Store.open(path) as store:
+        assert await store.count("chat_messages") == 1
+        sid = await store.start_stream("new", "twitch")
+        store.add_chat(sid, ChatMessage(1.0, "bob", "yo", message_id="m2"))
+    assert rows(path, "PRAGMA user_version") == [(len(load_migrations()),)]
+    assert rows(path, "SELECT name FROM sqlite_master WHERE type = 'view'") == []
+    assert rows(path, "PRAGMA integrity_check") == [("ok",)]
+    with pytest.raises(sqlite3.OperationalError, match="no such table: training_pairs"):
+        rows(path, "SELECT * FROM training_pairs")
+
+    db = connect_read_only(path)
+    try:
+        logged = streams(db)
+        lines = stream_lines(db, 1, frozenset())
+    finally:
+        db.close()
+    assert [(s.id, s.name, s.ended_at) for s in logged] == [(1, "old", 200.0), (sid, "new", None)]
+    assert [(m.user, m.text, m.is_bot) for m in lines.chat] == [("ann", "hi", False)]
+    assert [(u.start, u.end, u.text) for u in lines.speech] == [(0.0, 5.0, "hello chat")]
 
 
 # -- batching, failures, backpressure ---------------------------------------------

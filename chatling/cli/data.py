@@ -34,8 +34,13 @@ from typing import Any
 from chatling.cli.common import setup_logging
 from chatling.core.errors import AudioError, ChatlingError, StoreError
 from chatling.training.data.align import AlignOptions
-from chatling.training.data.filters import FilterOptions, FilterReport, Removed, make_pairs
-from chatling.training.data.logdb import connect_read_only, from_db_filters, stream_lines
+from chatling.training.data.filters import (
+    FilterOptions,
+    FilterReport,
+    Removed,
+    make_log_pairs,
+    make_pairs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +179,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 def _cmd_from_db(args: argparse.Namespace) -> int:
     from chatling.core.settings import load_settings
+    from chatling.store.reader import connect_read_only, stream_lines, streams
     from chatling.training.data.dataset import SourceInfo, read_manifest, slug, write_source
 
     settings = load_settings(args.env_file)
@@ -188,29 +194,23 @@ def _cmd_from_db(args: argparse.Namespace) -> int:
     rows: list[tuple[str, str]] = []
     total_report = FilterReport()
     try:
-        streams = db.execute(
-            "SELECT id, name, source, started_at FROM streams"
-            " WHERE started_at >= ? ORDER BY started_at, id",
-            (since if since is not None else -math.inf,),
-        ).fetchall()
-        for stream in streams:
-            messages, segments = stream_lines(db, int(stream["id"]), filters.bots)
-            name = f"{slug(db_path.stem)}-stream-{stream['id']}"
-            pairs, report = make_pairs(
-                messages, segments, name, align_options, from_db_filters(filters)
-            )
+        logged = streams(db, since)
+        for stream in logged:
+            lines = stream_lines(db, stream.id, filters.bots)
+            name = f"{slug(db_path.stem)}-stream-{stream.id}"
+            pairs, report = make_log_pairs(lines, name, align_options, filters)
             info = SourceInfo(
                 name=name,
                 kind="live",
-                inputs={"db": str(db_path.resolve()), "stream": str(stream["name"])},
+                inputs={"db": str(db_path.resolve()), "stream": stream.name},
                 align=align_options,
                 filters=filters.to_dict(),
                 report=report,
-                transcript_segments=len(segments),
+                transcript_segments=len(lines.speech),
             )
             write_source(out, pairs, info)
             total_report = total_report + report
-            rows.append((name, f"{report.kept} pairs ({stream['name']}; {len(segments)} utt.)"))
+            rows.append((name, f"{report.kept} pairs ({stream.name}; {len(lines.speech)} utt.)"))
     except sqlite3.Error as exc:
         raise StoreError(f"{db_path}: cannot read the log ({exc})") from None
     finally:
@@ -224,7 +224,7 @@ def _cmd_from_db(args: argparse.Namespace) -> int:
         ("dropped", _drops(total_report)),
         ("dataset", str(out)),
     ]
-    _summary(f"pairs from {db_path} ({len(streams)} streams)", rows)
+    _summary(f"pairs from {db_path} ({len(logged)} streams)", rows)
     return 0
 
 

@@ -116,7 +116,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 def _cmd_runs(args: argparse.Namespace) -> int:
     from chatling.core.paths import resolve_path
-    from chatling.learn.nightly import RunLog
+    from chatling.store.runlog import RunLog
 
     runs = RunLog(Path(resolve_path(_settings(args).storage.db_path)))
     try:

@@ -58,7 +58,6 @@ TABLES = (
     "utterances",
     "chat_messages",
     "bot_replies",
-    "training_pairs",
     "feedback",
     "training_runs",
 )
@@ -517,23 +516,6 @@ class Store:
             row["candidates"] = json.loads(row["candidates"])
             row["verdicts"] = json.loads(row["verdicts"])
         return rows
-
-    async def training_pairs(
-        self, stream_id: int | None = None, since_offset: float | None = None
-    ) -> list[dict[str, Any]]:
-        """Rows of the ``training_pairs`` view (see sql/001_init.sql), in stream order."""
-        where, params = [], []
-        if stream_id is not None:
-            where.append("stream_id = ?")
-            params.append(stream_id)
-        if since_offset is not None:
-            where.append("offset_s >= ?")
-            params.append(since_offset)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
-        return await self._fetch(
-            f"SELECT * FROM training_pairs{clause} ORDER BY stream_id, offset_s, chat_id",
-            params,
-        )
 
     async def _fetch(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
         async with self._lock:  # never read inside the writer's open transaction

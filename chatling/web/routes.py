@@ -3,7 +3,7 @@
 Every handler reuses what the bot already has: the pipeline's counters and
 ``pause()``/``resume()``/``say_now()``, ``Store.add_feedback`` (the table the
 nightly DPO step reads), ``AdapterRegistry`` plus ``AdapterWatcher.sync`` for
-promote/rollback, and ``chatling.learn.nightly.RunLog`` for the last runs. Bad
+promote/rollback, and ``chatling.store.runlog.RunLog`` for the last runs. Bad
 input is a 4xx with ``{"error": "..."}`` and changes nothing.
 """
 
@@ -365,7 +365,7 @@ class Routes:
 
 
 def _runs(db_path: Path, limit: int) -> list[dict[str, Any]]:
-    from chatling.learn.nightly import RunLog
+    from chatling.store.runlog import RunLog
 
     runs = RunLog(db_path)
     try:

@@ -30,8 +30,8 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any
 
 from chatling.chatlog.moderation import ModerationEvent, drop_moderated
 from chatling.core.events import ChatMessage
@@ -40,6 +40,9 @@ from chatling.core.paths import PROJECT_ROOT
 from chatling.core.settings import Settings
 from chatling.training.data.align import AlignOptions, Segment, align
 from chatling.training.data.pairs import Pair
+
+if TYPE_CHECKING:
+    from chatling.store.reader import StreamLines
 
 DEFAULT_BOTS = frozenset(
     {"nightbot", "streamelements", "moobot", "fossabot", "streamlabs", "wizebot", "soundalerts"}
@@ -264,3 +267,22 @@ def make_pairs(
     options = align_options or AlignOptions()
     pairs = align(selection.targets, selection.context, segments, source, options)
     return pairs, selection.report
+
+
+def from_db_filters(filters: FilterOptions) -> FilterOptions:
+    """``filters`` for the messages ``chatling.store.reader.stream_lines`` reads: it already
+    flags every message of a bot account (``filters.bots``) as ``is_bot``, except posts
+    moderators marked good, which the name rule must not drop again."""
+    return replace(filters, bots=frozenset())
+
+
+def make_log_pairs(
+    lines: StreamLines,
+    source: str,
+    align_options: AlignOptions | None,
+    filter_options: FilterOptions,
+) -> tuple[list[Pair], FilterReport]:
+    """``make_pairs`` for one stream of the bot's own log (``chatling data from-db``, the
+    nightly export): its speech as transcript segments, ``from_db_filters(filter_options)``."""
+    segments = [Segment(u.start, u.end, u.text) for u in lines.speech]
+    return make_pairs(lines.chat, segments, source, align_options, from_db_filters(filter_options))

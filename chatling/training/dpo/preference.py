@@ -3,7 +3,8 @@
 Moderators mark the bot's replies ``good`` or ``bad`` (Twitch: ``!good``/``!bad``
 as a reply to the bot's message; Discord: a reaction on a ``/chat`` answer);
 the store logs each mark in ``feedback`` (``chatling/store/sql/002_learning.sql``).
-``preference_pairs_from_db`` turns the marks into DPO pairs:
+``preference_pairs_from_db`` turns the marks into DPO pairs (the rows read through
+``chatling.store.reader``, the one reader of the log):
 
 1. Each mark is resolved to the ``bot_replies`` row it judges. Discord marks
    name the exchange (``target_message_id == bot_replies.in_reply_to``,
@@ -43,6 +44,16 @@ from typing import TYPE_CHECKING, Any
 from chatling.core.errors import ConfigError, StoreError
 from chatling.core.settings import ReplySettings
 from chatling.prompt import PromptParts, completion_text, prompt_token_ids
+from chatling.store.reader import (
+    FeedbackMark,
+    PostedReply,
+    chat_message,
+    connect_read_only,
+    feedback_marks,
+    has_feedback,
+    posted_replies_before,
+    posted_reply_to,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -118,61 +129,46 @@ def same_text(posted: str, marked: str) -> bool:
     return bool(posted) and (posted == marked or posted == _strip_mention(marked))
 
 
-def _resolve_discord(db: sqlite3.Connection, mark: sqlite3.Row) -> sqlite3.Row | None:
-    return db.execute(
-        "SELECT * FROM bot_replies WHERE in_reply_to = ? AND status = 'posted'"
-        " AND chosen IS NOT NULL AND created_at <= ? ORDER BY created_at DESC, id DESC LIMIT 1",
-        (mark["target_message_id"], mark["created_at"]),
-    ).fetchone()
-
-
-def _resolve_twitch(db: sqlite3.Connection, mark: sqlite3.Row) -> sqlite3.Row | None:
-    message = db.execute(
-        "SELECT stream_id, text, is_bot FROM chat_messages WHERE message_id = ?",
-        (mark["target_message_id"],),
-    ).fetchone()
-    if message is not None and not message["is_bot"]:
+def _resolve_twitch(db: sqlite3.Connection, mark: FeedbackMark) -> PostedReply | None:
+    message = chat_message(db, mark.target_message_id)
+    if message is not None and not message.is_bot:
         return None  # a viewer's message: the mark keeps it out of SFT, it is no preference
-    text = mark["target_text"] or (message["text"] if message is not None else None)
+    text = mark.target_text or (message.text if message is not None else None)
     if not text:
         return None
-    where = ["status = 'posted'", "chosen IS NOT NULL", "created_at <= ?"]
-    params: list[Any] = [mark["created_at"]]
-    if message is not None:
-        where.append("stream_id = ?")
-        params.append(message["stream_id"])
-    rows = db.execute(
-        f"SELECT * FROM bot_replies WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC",
-        params,
+    replies = posted_replies_before(
+        db, mark.created_at, message.stream_id if message is not None else None
     )
-    return next((row for row in rows if same_text(row["chosen"], text)), None)
+    return next((reply for reply in replies if same_text(reply.chosen, text)), None)
 
 
 def marked_replies(db: sqlite3.Connection) -> list[MarkedReply]:
-    """Every marked reply with the text it posted, decided by its latest mark, oldest first."""
-    latest: dict[int, tuple[sqlite3.Row, sqlite3.Row]] = {}
+    """Every marked reply with the text it posted, decided by its latest mark, oldest first
+    (``db``: the log, e.g. from ``chatling.store.reader.connect_read_only``)."""
+    latest: dict[int, tuple[PostedReply, FeedbackMark]] = {}
     unresolved = 0
-    for mark in db.execute("SELECT * FROM feedback ORDER BY created_at, id"):
-        is_discord = mark["source"] == "discord" or str(mark["target_message_id"]).startswith(
-            DISCORD_PREFIX
-        )
-        reply = _resolve_discord(db, mark) if is_discord else _resolve_twitch(db, mark)
-        if reply is None or not (reply["chosen"] or "").strip():
+    for mark in feedback_marks(db):
+        is_discord = mark.source == "discord" or mark.target_message_id.startswith(DISCORD_PREFIX)
+        if is_discord:
+            reply = posted_reply_to(db, mark.target_message_id, mark.created_at)
+        else:
+            reply = _resolve_twitch(db, mark)
+        if reply is None or not reply.chosen.strip():
             unresolved += 1
             continue
-        latest[int(reply["id"])] = (reply, mark)  # marks come oldest first: the last one wins
+        latest[reply.id] = (reply, mark)  # marks come oldest first: the last one wins
     if unresolved:
         log.info("%d marks name no posted bot reply (viewers' messages, fallbacks)", unresolved)
     result = [
         MarkedReply(
-            reply_id=int(reply["id"]),
-            mark=str(mark["mark"]),
-            feedback_id=int(mark["id"]),
-            marked_at=float(mark["created_at"]),
-            created_at=float(reply["created_at"]),
-            prompt=str(reply["prompt"]),
-            chosen=str(reply["chosen"]),
-            candidates=tuple(json.loads(reply["candidates"] or "[]")),
+            reply_id=reply.id,
+            mark=mark.mark,
+            feedback_id=mark.id,
+            marked_at=mark.created_at,
+            created_at=reply.created_at,
+            prompt=reply.prompt,
+            chosen=reply.chosen,
+            candidates=tuple(json.loads(reply.candidates_json)),
         )
         for reply, mark in latest.values()
     ]
@@ -237,13 +233,6 @@ def pair_marks(
     return pairs
 
 
-def _has_feedback_table(db: sqlite3.Connection) -> bool:
-    row = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'feedback'"
-    ).fetchone()
-    return row is not None
-
-
 def preference_pairs_from_db(
     db_path: Path, *, settings: ReplySettings | None = None
 ) -> list[PreferencePair]:
@@ -253,13 +242,12 @@ def preference_pairs_from_db(
     bot's own so the pairs carry the persona it serves with.
     """
     from chatling.core.settings import load_settings
-    from chatling.training.data.logdb import connect_read_only
 
     settings = settings or load_settings().reply
     system = live_system_prompt(settings)
     db = connect_read_only(Path(db_path))
     try:
-        if not _has_feedback_table(db):
+        if not has_feedback(db):
             log.info("%s predates feedback marks (schema before 002): no preference pairs", db_path)
             return []
         replies = marked_replies(db)

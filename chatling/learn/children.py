@@ -23,7 +23,7 @@ from chatling.core.errors import ModelError
 from chatling.core.paths import PROJECT_ROOT
 
 if TYPE_CHECKING:
-    from chatling.learn.nightly import NightlyConfig
+    from chatling.learn.config import NightlyConfig
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from chatling.core.settings import Settings
 from chatling.learn.gate import AdapterScores
 
 if TYPE_CHECKING:
-    from chatling.learn.nightly import NightlyConfig
+    from chatling.learn.config import NightlyConfig
 
 
 def _sample_blocked(

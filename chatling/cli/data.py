@@ -25,20 +25,18 @@ import argparse
 import json
 import logging
 import math
-import sqlite3
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from chatling.cli.common import setup_logging
-from chatling.core.errors import AudioError, ChatlingError, StoreError
+from chatling.core.errors import AudioError, ChatlingError
 from chatling.training.data.align import AlignOptions
 from chatling.training.data.filters import (
     FilterOptions,
     FilterReport,
     Removed,
-    make_log_pairs,
     make_pairs,
 )
 
@@ -179,8 +177,9 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 def _cmd_from_db(args: argparse.Namespace) -> int:
     from chatling.core.settings import load_settings
-    from chatling.store.reader import connect_read_only, stream_lines, streams
-    from chatling.training.data.dataset import SourceInfo, read_manifest, slug, write_source
+    from chatling.store.reader import streams
+    from chatling.training.data.dataset import read_manifest, slug
+    from chatling.training.data.export import export_log
 
     settings = load_settings(args.env_file)
     setup_logging(args.verbose)
@@ -188,33 +187,18 @@ def _cmd_from_db(args: argparse.Namespace) -> int:
     out = Path(args.out)
     read_manifest(out)
     since = parse_time(args.since, "--since") if args.since else None
-    align_options = _align_options(args)
-    filters = FilterOptions.from_settings(settings)
-    db = connect_read_only(db_path)
-    rows: list[tuple[str, str]] = []
+    done = export_log(
+        db_path,
+        out,
+        lambda db: streams(db, since),
+        lambda stream: f"{slug(db_path.stem)}-stream-{stream.id}",
+        _align_options(args),
+        FilterOptions.from_settings(settings),
+    )
+    rows = [(d.name, f"{d.report.kept} pairs ({d.stream.name}; {d.speech} utt.)") for d in done]
     total_report = FilterReport()
-    try:
-        logged = streams(db, since)
-        for stream in logged:
-            lines = stream_lines(db, stream.id, filters.bots)
-            name = f"{slug(db_path.stem)}-stream-{stream.id}"
-            pairs, report = make_log_pairs(lines, name, align_options, filters)
-            info = SourceInfo(
-                name=name,
-                kind="live",
-                inputs={"db": str(db_path.resolve()), "stream": stream.name},
-                align=align_options,
-                filters=filters.to_dict(),
-                report=report,
-                transcript_segments=len(lines.speech),
-            )
-            write_source(out, pairs, info)
-            total_report = total_report + report
-            rows.append((name, f"{report.kept} pairs ({stream.name}; {len(lines.speech)} utt.)"))
-    except sqlite3.Error as exc:
-        raise StoreError(f"{db_path}: cannot read the log ({exc})") from None
-    finally:
-        db.close()
+    for d in done:
+        total_report = total_report + d.report
     if not rows:
         when = f" since {args.since}" if args.since else ""
         raise ChatlingError(f"{db_path}: no streams{when} in this log; nothing written")
@@ -224,7 +208,7 @@ def _cmd_from_db(args: argparse.Namespace) -> int:
         ("dropped", _drops(total_report)),
         ("dataset", str(out)),
     ]
-    _summary(f"pairs from {db_path} ({len(logged)} streams)", rows)
+    _summary(f"pairs from {db_path} ({len(done)} streams)", rows)
     return 0
 
 

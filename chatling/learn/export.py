@@ -5,19 +5,18 @@ A run trains on everything the serving adapter knew and what the bot has logged
 since, so nothing learnt is forgotten and nothing is learnt twice:
 ``export_pairs`` writes one source per stream active since the run that
 promoted the serving adapter (a stream still live then is exported again and
-replaces its older copy), read through ``chatling.store.reader``;
+replaces its older copy) through ``chatling.training.data.export``, as
+``chatling data from-db`` does;
 ``copy_base_data`` adds every source of the older dataset that the export did
 not replace.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
-from chatling.core.errors import StoreError
 from chatling.core.settings import Settings
-from chatling.store.reader import LoggedStream, connect_read_only, stream_lines, streams
+from chatling.store.reader import LoggedStream, streams
 
 
 def stream_is_new(stream: LoggedStream, since: float | None) -> bool:
@@ -33,37 +32,18 @@ def export_pairs(
 ) -> tuple[int, list[str]]:
     """Write the pairs of streams active since ``since`` into the dataset ``out``."""
     from chatling.training.data.align import AlignOptions
-    from chatling.training.data.dataset import SourceInfo, write_source
-    from chatling.training.data.filters import FilterOptions, make_log_pairs
+    from chatling.training.data.export import export_log
+    from chatling.training.data.filters import FilterOptions
 
-    filters = FilterOptions.from_settings(settings)
-    align = AlignOptions()
-    db = connect_read_only(db_path)
-    total, names = 0, []
-    try:
-        for stream in streams(db):
-            if not stream_is_new(stream, since):
-                continue
-            lines = stream_lines(db, stream.id, filters.bots)
-            name = f"live-stream-{stream.id}"
-            pairs, report = make_log_pairs(lines, name, align, filters)
-            info = SourceInfo(
-                name=name,
-                kind="live",
-                inputs={"db": str(db_path), "stream": stream.name},
-                align=align,
-                filters=filters.to_dict(),
-                report=report,
-                transcript_segments=len(lines.speech),
-            )
-            write_source(out, pairs, info)
-            total += len(pairs)
-            names.append(name)
-    except sqlite3.Error as exc:
-        raise StoreError(f"{db_path}: cannot read the log ({exc})") from None
-    finally:
-        db.close()
-    return total, names
+    done = export_log(
+        db_path,
+        out,
+        lambda db: [s for s in streams(db) if stream_is_new(s, since)],
+        lambda stream: f"live-stream-{stream.id}",
+        AlignOptions(),
+        FilterOptions.from_settings(settings),
+    )
+    return sum(d.pairs for d in done), [d.name for d in done]
 
 
 def copy_base_data(base: Path, out: Path, skip: set[str]) -> int:

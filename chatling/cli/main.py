@@ -19,6 +19,7 @@ import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from chatling.cli.common import setup_logging
 from chatling.core.errors import ChatlingError
@@ -192,8 +193,6 @@ def _cmd_models_merge(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from chatling.app import DEMO_AUDIO, DEMO_CHAT
-
     parser = argparse.ArgumentParser(
         prog="chatling",
         description="A bot that chats live like a streamer's own Twitch chat.",
@@ -215,6 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_command(sub)
     add_nightly_commands(sub)
     add_serve_command(sub)
+
+    _add_replay_command(sub)
+    _add_run_command(sub)
+    _add_tool_commands(sub)
+    return parser
+
+
+def _add_replay_command(sub: Any) -> None:
+    from chatling.app import DEMO_AUDIO, DEMO_CHAT
 
     rp = sub.add_parser(
         "replay",
@@ -248,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("-v", "--verbose", action="store_true", help="debug logging (vLLM too)")
     rp.set_defaults(func=_cmd_replay)
 
+
+def _add_run_command(sub: Any) -> None:
     run = sub.add_parser(
         "run",
         help="chat live: Twitch chat, Discord /chat and loopback audio, as configured",
@@ -265,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=_cmd_run)
 
+
+def _add_tool_commands(sub: Any) -> None:
+    """auth, audio, config, safety, web, models: the small commands around a run."""
     auth = sub.add_parser("auth", help="authorise accounts")
     auth_sub = auth.add_subparsers(dest="auth_command", required=True)
     tw = auth_sub.add_parser(
@@ -322,7 +335,6 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--out", required=True, help="new model directory (must not exist)")
     merge.add_argument("--base", help="base model directory (default: the packaged model)")
     merge.set_defaults(func=_cmd_models_merge)
-    return parser
 
 
 def _find_chatling_error(exc: BaseException) -> ChatlingError | None:

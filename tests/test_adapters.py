@@ -152,6 +152,26 @@ def test_gate_noise_within_the_interval_is_not_worse() -> None:
     assert decide(current, candidate, times, sources).promote
 
 
+def test_gate_a_hair_worse_everywhere_is_within_the_rank_margin() -> None:
+    # Every point's MRR down by 0.0003 (a 3-step adapter): the paired interval lies wholly
+    # below zero, yet no worse a model; 0.02 everywhere is beyond the default margin.
+    times, sources = _points(40)
+    current = _scores([1.0] * 40, [0.5] * 40, 50.0)
+    hair = decide(current, _scores([1.0] * 40, [0.4997] * 40, 50.0), times, sources)
+    assert hair.promote, hair.reasons
+    assert hair.checks["mrr"]["ci95"][1] < 0.0
+    worse = decide(current, _scores([1.0] * 40, [0.48] * 40, 50.0), times, sources)
+    assert not worse.promote and "mrr worse" in worse.reason
+    strict = decide(
+        current,
+        _scores([1.0] * 40, [0.4997] * 40, 50.0),
+        times,
+        sources,
+        GateOptions(rank_margin=0.0),
+    )
+    assert not strict.promote
+
+
 # -- the runs table -------------------------------------------------------------------
 
 

@@ -266,6 +266,9 @@ class ScheduleSettings(_Group):
     """Held-out points the gate scores both adapters on."""
     gate_generations: int = 32
     """Sampled replies per adapter for the gate's blocked-share check."""
+    gate_rank_margin: float = 0.01
+    """Drop in R@10 or MRR (absolute) the new adapter may show, all of its interval below
+    zero, before the gate calls it worse: a few thousandths is noise, not a worse model."""
     gate_blocked_margin: float = 0.05
     """Blocked share the new adapter may exceed the current one's by."""
     gate_perplexity_margin: float = 0.02

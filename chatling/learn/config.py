@@ -55,7 +55,9 @@ class NightlyConfig:
             eval_points=s.eval_points,
             gate_generations=s.gate_generations,
             gate=GateOptions(
-                perplexity_margin=s.gate_perplexity_margin, blocked_margin=s.gate_blocked_margin
+                rank_margin=s.gate_rank_margin,
+                perplexity_margin=s.gate_perplexity_margin,
+                blocked_margin=s.gate_blocked_margin,
             ),
             nice=s.nice,
             threads=s.train_threads,

@@ -7,9 +7,12 @@ promoted only if every check passes:
 - Recall@10 and MRR: not worse beyond the bootstrap interval. The test is
   paired: the moving-block bootstrap (same blocks for both, as in the
   evaluation) of the per-point difference candidate - current; the candidate
-  fails when the whole 95% interval lies below zero. A paired interval is far
-  tighter than comparing two separate intervals, because both adapters meet
-  the same hard and easy points.
+  fails when the whole 95% interval lies below ``-rank_margin``. A paired
+  interval is far tighter than comparing two separate intervals, because both
+  adapters meet the same hard and easy points; so tight that a few-step
+  adapter which moves every score by a hair (MRR -0.0003, interval -0.001 ..
+  -0.0003) was called worse, hence the margin: a drop that small is no
+  worse a model.
 - Perplexity of the real messages: not above the current's by more than
   ``perplexity_margin`` (relative).
 - Share of sampled replies the safety filter blocks: not above the current's
@@ -34,6 +37,7 @@ GATED_METRICS = ("recall@10", "mrr")
 
 @dataclass(frozen=True, slots=True)
 class GateOptions:
+    rank_margin: float = 0.01
     perplexity_margin: float = 0.02
     blocked_margin: float = 0.05
     n_boot: int = 1000
@@ -100,7 +104,7 @@ def decide(
         )
         low, high = em.interval(lambda idx, d=diff: float(d[idx].mean()), resamples)
         mean = float(diff.mean())
-        worse = high < 0.0
+        worse = high < -options.rank_margin
         line = f"{metric} {mean:+.3f} (95% CI {low:+.3f} .. {high:+.3f})"
         checks[metric] = {"diff": mean, "ci95": [low, high], "passed": not worse, "line": line}
         if worse:

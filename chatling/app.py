@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -61,17 +61,6 @@ class ReplayRequest:
     until_s: float | None = None
     """Stop after this many seconds of stream (``None``: the whole file)."""
     chat_format: str = "auto"
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayResult:
-    """What a replay did, for the summary and for tests."""
-
-    stats: PipelineStats
-    db_path: Path
-    stream_id: int
-    stream_seconds: float
-    interrupted: bool
 
 
 def build_safety(settings: Settings) -> SafetyFilter:
@@ -121,14 +110,18 @@ class Running:
 
 
 @dataclass(frozen=True, slots=True)
-class RunOutcome:
-    """What ``run_bot`` hands back to the mode's caller."""
+class RunResult:
+    """What a run did, for the summary and for tests."""
 
     stats: PipelineStats
     db_path: Path
     stream_id: int
     stream_seconds: float
     interrupted: bool
+
+
+ReplayResult = RunResult
+"""What ``replay`` returns (the name callers of ``chatling replay``'s code know)."""
 
 
 class Mode(Protocol):
@@ -192,7 +185,7 @@ async def run_bot(
     engine: VllmEngine | None = None,
     whisper_model: Any = None,
     shutdown_report_s: float = 45.0,
-) -> RunOutcome:
+) -> RunResult:
     """Run the bot in ``mode`` until its sources end or a signal stops it.
 
     ``engine`` and ``whisper_model`` may be passed in (tests share one engine
@@ -257,7 +250,7 @@ async def run_bot(
         await mode.started(running)
         interrupted = await _serve(running, mode, signals, shutdown_report_s)
         await store.end_stream(stream_id)
-        return RunOutcome(pipeline.stats, db_path, stream_id, clock.now(), interrupted)
+        return RunResult(pipeline.stats, db_path, stream_id, clock.now(), interrupted)
 
 
 async def _serve(
@@ -307,10 +300,10 @@ class ReplayMode:
     needs_whisper: bool = True
     sources_up: tuple[str, ...] = ("chat", "audio")
     watcher: Any = None
-    speed: float = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.speed = self.request.speed
+    @property
+    def speed(self) -> float:
+        return self.request.speed
 
     async def prepare(self, engine: VllmEngine) -> StreamRow:
         return StreamRow(self.request.audio.name, "replay", "replay")
@@ -363,11 +356,4 @@ async def replay(
     messages = read_chat_log(request.chat, format=request.chat_format)
     probe_audio(request.audio)
     mode = ReplayMode(request, messages, transcriber)
-    out = await run_bot(settings, mode, display, engine=engine, whisper_model=whisper_model)
-    return ReplayResult(
-        stats=out.stats,
-        db_path=out.db_path,
-        stream_id=out.stream_id,
-        stream_seconds=out.stream_seconds,
-        interrupted=out.interrupted,
-    )
+    return await run_bot(settings, mode, display, engine=engine, whisper_model=whisper_model)

@@ -254,8 +254,7 @@ async def run_live(
         whisper_model=whisper_model,
         shutdown_report_s=shutdown_report_s,
     )
-    sources = ("twitch",) * use_twitch + ("audio",) * use_audio + ("discord",) * use_discord
-    return LiveResult(out.stats, out.db_path, out.stream_id, sources)
+    return LiveResult(out.stats, out.db_path, out.stream_id, mode.sources_up)
 
 
 class _StopRun(Exception):

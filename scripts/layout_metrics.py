@@ -16,6 +16,10 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from devtools import import_graph
+
 PRODUCT = ("bot", "training", "chatling")  # before and after the move to one package
 
 
@@ -39,15 +43,7 @@ def import_cycles(root: Path) -> list[list[str]]:
     sys.path.insert(0, str(root))
     packages = [d for d in PRODUCT if (root / d / "__init__.py").exists()]
     graph = grimp.build_graph(*packages, cache_dir=None)
-    cycles: set[tuple[str, ...]] = set()
-    for module in sorted(graph.modules):
-        for other in graph.find_modules_directly_imported_by(module):
-            back = graph.find_shortest_chain(importer=other, imported=module)
-            if back:
-                ring = [module, *back[:-1]]
-                start = ring.index(min(ring))
-                cycles.add(tuple(ring[start:] + ring[:start]))
-    return [list(c) for c in sorted(cycles, key=len)]
+    return [list(c) for c in import_graph.import_cycles(graph)]
 
 
 def main() -> None:

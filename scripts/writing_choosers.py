@@ -16,7 +16,9 @@ import argparse
 import dataclasses
 import random
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -34,6 +36,19 @@ def chant_keys(recent_chat: list[str], min_users: int) -> set[str]:
         name, _, text = line.partition(": ")
         users.setdefault(dedupe_key(text), set()).add(name.casefold())
     return {key for key, names in users.items() if key and len(names) >= min_users}
+
+
+def allowed_candidates(
+    candidates: Sequence[dict[str, Any]], recent_chat: Sequence[str], chant_min: int
+) -> list[dict[str, Any]]:
+    """The candidates the filter allowed, plus (``chant_min`` > 0) those blocked only as a
+    copy of a recent line that ``chant_min`` viewers posted: the chant rule, offline."""
+    chants = chant_keys(list(recent_chat), chant_min) if chant_min else set()
+    return [
+        c
+        for c in candidates
+        if c["allowed"] or (c["reason"] == "duplicate_of_chat" and dedupe_key(c["text"]) in chants)
+    ]
 
 
 def main() -> None:
@@ -57,13 +72,7 @@ def main() -> None:
     moments = []
     for m in read_moments(args.generated):
         candidates = m.candidates[: args.candidates]
-        chants = chant_keys(m.recent_chat, args.chant_min) if args.chant_min else set()
-        allowed = [
-            c
-            for c in candidates
-            if c["allowed"]
-            or (c["reason"] == "duplicate_of_chat" and dedupe_key(c["text"]) in chants)
-        ]
+        allowed = allowed_candidates(candidates, m.recent_chat, args.chant_min)
         pick = None
         if allowed and args.chooser == "first":
             pick = allowed[0]

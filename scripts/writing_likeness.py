@@ -33,10 +33,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from writing_choosers import chant_keys
+from writing_choosers import allowed_candidates
 
 from chatling.core.errors import InputFileError
-from chatling.safety import dedupe_key
 from chatling.training.data.splits import load_split
 from chatling.training.eval.writing import (
     read_moments,
@@ -120,13 +119,7 @@ def main() -> None:
         rng = random.Random(0)
         moments = []
         for m in read_moments(args.generated):
-            chants = chant_keys(m.recent_chat, args.chant_min) if args.chant_min else set()
-            allowed = [
-                c
-                for c in m.candidates
-                if c["allowed"]
-                or (c["reason"] == "duplicate_of_chat" and dedupe_key(c["text"]) in chants)
-            ]
+            allowed = allowed_candidates(m.candidates, m.recent_chat, args.chant_min)
             chosen = None
             if allowed:
                 scores = list(model.decision_function([c["text"] for c in allowed]))

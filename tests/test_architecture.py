@@ -20,6 +20,7 @@ import tomllib
 from pathlib import Path
 
 from chatling.core.paths import PROJECT_ROOT
+from devtools.import_graph import import_cycles
 
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 CORE = frozenset(
@@ -106,23 +107,10 @@ def test_core_modules_import_nothing_else_of_the_product() -> None:
         assert product <= core, f"{module} imports {sorted(product - core)}"
 
 
-def _cycles(graph) -> list[tuple[str, ...]]:  # type: ignore[no-untyped-def]
-    """Every import cycle among the product's modules, each once (as its shortest ring)."""
-    rings: set[tuple[str, ...]] = set()
-    for module in sorted(graph.modules):
-        for other in graph.find_modules_directly_imported_by(module):
-            back = graph.find_shortest_chain(importer=other, imported=module)
-            if back:
-                ring = [module, *back[:-1]]
-                start = ring.index(min(ring))
-                rings.add(tuple(ring[start:] + ring[:start]))
-    return sorted(rings)
-
-
 def test_no_import_cycles() -> None:
     """Imports made under TYPE_CHECKING count too: a type cycle is still two rooms that
     cannot be read one without the other."""
     graph = _graph()
-    assert _cycles(graph) == []
+    assert import_cycles(graph) == []
     graph.add_import(importer="chatling.core.events", imported="chatling.reply")
-    assert _cycles(graph), "the check must see a cycle it is shown"
+    assert import_cycles(graph), "the check must see a cycle it is shown"

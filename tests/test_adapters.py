@@ -172,6 +172,33 @@ def test_gate_a_hair_worse_everywhere_is_within_the_rank_margin() -> None:
     assert not strict.promote
 
 
+def test_gate_with_ranking_reported_promotes_a_worse_ranker_and_records_it() -> None:
+    # The served writer on DougDoug ranks worse than the base model yet reads more like chat
+    # (docs/results.md, round 4): with `gate_ranking=reported` (the setting's default) the
+    # drop is recorded, and perplexity and the blocked share still gate.
+    times, sources = _points(40)
+    current = _scores([1.0] * 40, [0.5] * 40, 50.0)
+    worse_ranker = _scores([0.0] * 30 + [1.0] * 10, [0.1] * 40, 40.0)
+    reported = GateOptions(ranking_required=False)
+    decision = decide(current, worse_ranker, times, sources, reported)
+    assert decision.promote, decision.reasons
+    assert decision.checks["mrr"]["passed"] is False and decision.checks["mrr"]["gating"] is False
+    assert "reported, not gating" in decision.reason
+    assert not decide(current, worse_ranker, times, sources).promote  # `required`
+    worse_ppl = decide(current, _scores([1.0] * 40, [0.5] * 40, 60.0), times, sources, reported)
+    assert not worse_ppl.promote and "perplexity worse" in worse_ppl.reason
+
+
+def test_gate_ranking_setting_reaches_the_nightly_config() -> None:
+    from chatling.core.settings import Settings
+    from chatling.learn.config import NightlyConfig
+
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert not NightlyConfig.from_settings(defaults, env_file=None).gate.ranking_required
+    strict = Settings(_env_file=None, schedule={"gate_ranking": "required"})  # type: ignore[call-arg]
+    assert NightlyConfig.from_settings(strict, env_file=None).gate.ranking_required
+
+
 # -- the runs table -------------------------------------------------------------------
 
 

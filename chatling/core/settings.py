@@ -266,6 +266,12 @@ class ScheduleSettings(_Group):
     """Held-out points the gate scores both adapters on."""
     gate_generations: int = 32
     """Sampled replies per adapter for the gate's blocked-share check."""
+    gate_ranking: Literal["reported", "required"] = "reported"
+    """Recall@10 and MRR in the gate: `reported` (computed and recorded, a drop does not stop
+    promotion) or `required` (a drop beyond the margin refuses the adapter). Reported by
+    default: on DougDoug the adapter whose posts read most like chat ranks the real message
+    worse than the base model (MRR -0.16), which `required` would refuse (docs/results.md,
+    round 4); perplexity of the real messages and the blocked share still gate."""
     gate_rank_margin: float = 0.01
     """Drop in R@10 or MRR (absolute) the new adapter may show, all of its interval below
     zero, before the gate calls it worse: a few thousandths is noise, not a worse model."""

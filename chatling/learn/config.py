@@ -55,6 +55,7 @@ class NightlyConfig:
             eval_points=s.eval_points,
             gate_generations=s.gate_generations,
             gate=GateOptions(
+                ranking_required=s.gate_ranking == "required",
                 rank_margin=s.gate_rank_margin,
                 perplexity_margin=s.gate_perplexity_margin,
                 blocked_margin=s.gate_blocked_margin,

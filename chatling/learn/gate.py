@@ -4,7 +4,9 @@ Both adapters are scored on the same frozen held-out points (``chatling.training
 and sample the same prompts through the live safety filter. The candidate is
 promoted only if every check passes:
 
-- Recall@10 and MRR: not worse beyond the bootstrap interval. The test is
+- Recall@10 and MRR (``ranking_required``; else computed and recorded only, since
+  an adapter can write more like chat while ranking worse): not worse beyond the
+  bootstrap interval. The test is
   paired: the moving-block bootstrap (same blocks for both, as in the
   evaluation) of the per-point difference candidate - current; the candidate
   fails when the whole 95% interval lies below ``-rank_margin``. A paired
@@ -37,6 +39,7 @@ GATED_METRICS = ("recall@10", "mrr")
 
 @dataclass(frozen=True, slots=True)
 class GateOptions:
+    ranking_required: bool = True
     rank_margin: float = 0.01
     perplexity_margin: float = 0.02
     blocked_margin: float = 0.05
@@ -106,8 +109,16 @@ def decide(
         mean = float(diff.mean())
         worse = high < -options.rank_margin
         line = f"{metric} {mean:+.3f} (95% CI {low:+.3f} .. {high:+.3f})"
-        checks[metric] = {"diff": mean, "ci95": [low, high], "passed": not worse, "line": line}
-        if worse:
+        if not options.ranking_required:
+            line += " (reported, not gating)"
+        checks[metric] = {
+            "diff": mean,
+            "ci95": [low, high],
+            "passed": not worse,
+            "gating": options.ranking_required,
+            "line": line,
+        }
+        if worse and options.ranking_required:
             failed.append(f"{metric} worse: {line}")
     limit = current.perplexity * (1.0 + options.perplexity_margin)
     ok = candidate.perplexity <= limit

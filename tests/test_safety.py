@@ -108,6 +108,9 @@ CLEAN = [
     "the coonhound puppy is adorable",
     "kill the boss yourself next time",
     "what a play!! 10/10 would watch again",
+    "grape juice and rapeseed oil",
+    "he is rapping over the beat, draping the flag",
+    "my therapist says the nuggets are great",
 ]
 
 
@@ -115,6 +118,14 @@ CLEAN = [
 def test_ordinary_sentences_pass(shipped: SafetyFilter, text: str) -> None:
     verdict = check(shipped, text)
     assert verdict == Verdict(True, "ok", text)
+
+
+@pytest.mark.parametrize("text", ["Rape Europe", "r4pe EUROPE", "the rapist", "NUGGERS"])
+def test_posts_the_writing_runs_let_through_are_now_blocked(
+    shipped: SafetyFilter, text: str
+) -> None:
+    # Posted by SFT adapters in the writing issue's runs on DougDoug (2026-12-06).
+    assert check(shipped, text).reason.startswith("blocked_term:")
 
 
 def test_short_terms_match_whole_words_only() -> None:

@@ -1,4 +1,4 @@
-"""scripts/writing_draws.py: a setting's AUC averaged over the draws its files hold."""
+"""The mean over draws (``chatling.training.eval.writing.draw_aucs``) on hand-made cases."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from chatling.training.eval.writing import read_moments
-from scripts.writing_draws import draw, draw_aucs
+from chatling.training.eval.writing import draw_aucs, posted_draw, read_moments
 
 _CHAT = ["GERMANY", "poland", "LUL", "W", "Norway!!", "we want malta", "KEKW", "o7", "FRANCE"]
 
@@ -40,7 +39,7 @@ def test_posts_drawn_from_the_chat_itself_cannot_be_told_apart(tmp_path):
     same = _write(
         tmp_path / "same.jsonl", lambda i: [_CHAT[(i + 5 + k) % len(_CHAT)] for k in range(3)]
     )
-    aucs = draw_aucs([same], chant_min=0, repeats=2)
+    aucs = draw_aucs([read_moments(same)], repeats=2)
     assert len(aucs) == 3  # one per candidate slot
     assert sum(aucs) / len(aucs) < 0.65
 
@@ -52,7 +51,7 @@ def test_posts_in_another_style_are_told_apart_in_every_draw(tmp_path):
             f"I would like to discuss item number {i + k} in some detail." for k in range(3)
         ],
     )
-    aucs = draw_aucs([prose], chant_min=0, repeats=2)
+    aucs = draw_aucs([read_moments(prose)], repeats=2)
     assert min(aucs) > 0.95
 
 
@@ -62,6 +61,6 @@ def test_a_moment_with_nothing_allowed_posts_nothing(tmp_path):
     rows[0]["candidates"][0]["allowed"] = False
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
 
-    moments = draw(read_moments(path), 0, chant_min=0)
+    moments = posted_draw(read_moments(path), 0)
     assert moments[0].chosen is None and moments[1].chosen == "GERMANY"
-    assert draw_aucs([path], chant_min=0, repeats=1)  # still scores the rest
+    assert draw_aucs([read_moments(path)], repeats=1)  # still scores the rest

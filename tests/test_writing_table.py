@@ -1,4 +1,4 @@
-"""scripts/writing_table.py: the mean over seeds that settings are chosen on."""
+"""devtools/writing_table.py: the mean over seeds that settings are chosen on."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.writing_table import main
+from devtools.writing_table import main
 
 
 def _report(root: Path, name: str, auc: float) -> Path:

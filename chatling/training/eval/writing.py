@@ -24,6 +24,7 @@ protocol's recipe); the rest is counting.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import statistics
@@ -355,11 +356,51 @@ def summary_rows(data: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+# --- the mean over draws ---------------------------------------------------------------------
+
+
+def posted_draw(moments: Sequence[Moment], k: int) -> list[Moment]:
+    """The moments with their k-th allowed candidate posted (cycling where fewer are allowed;
+    None where none is). ``k = 0`` is what the served ``first`` chooser posts."""
+    out = []
+    for m in moments:
+        allowed = [c for c in m.candidates if c.get("allowed")]
+        chosen = str(allowed[k % len(allowed)]["text"]) if allowed else None
+        out.append(dataclasses.replace(m, chosen=chosen))
+    return out
+
+
+def draw_aucs(files: Sequence[Sequence[Moment]], *, repeats: int = 4) -> list[float]:
+    """One classifier AUC per (generate file, candidate slot): the setting's draws.
+
+    Why: one generation's AUC strays by about 0.04 from the sampling seed alone (SFT b on
+    DougDoug validation: 0.722 / 0.682 / 0.716 with seeds 0 / 1 / 2), as much as most
+    differences between settings. Every candidate of a moment is an independent sample of
+    the served setting there, so the k-th allowed candidate of every moment is one more full
+    set of posts; each is scored against its own draw of one real message per moment. The
+    mean over files and slots is what settings are compared on (``scripts/writing_draws.py``).
+    """
+    aucs = []
+    for moments in files:
+        with_real = [m for m in moments if m.real]
+        if not with_real:
+            continue
+        slots = max(len(m.candidates) for m in with_real)
+        for k in range(slots):
+            posted = [m for m in posted_draw(with_real, k) if m.chosen]
+            real = [m.real[(k + i) % len(m.real)] for i, m in enumerate(posted)]
+            chosen = [m.chosen for m in posted if m.chosen]
+            aucs.append(classifier_auc(real, chosen, repeats=repeats, seed=k)["mean"])
+    return aucs
+
+
 __all__ = [
     "Moment",
     "classifier_auc",
+    "draw_aucs",
     "is_generate_file",
     "junk_kind",
+    "posted_draw",
     "read_moments",
     "shape",
     "summary_rows",

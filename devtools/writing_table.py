@@ -8,7 +8,7 @@ one row per report, then one per configuration (the report's directory name
 without its ``-sN`` seed suffix) with the mean and the spread over its seeds.
 
 Run:
-  python scripts/writing_table.py data/runs/gen3/rep-*  [--json FILE]
+  python -m devtools.writing_table data/runs/gen3/rep-*  [--json FILE]
 """
 
 from __future__ import annotations

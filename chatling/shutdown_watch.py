@@ -5,9 +5,14 @@ in flight finishes, the store flushes, the engine shuts down. That normally
 takes seconds. When it does not, a streamer (or a supervisor about to send
 SIGKILL, which loses the store's last batch) needs to know what it waits
 for, so after ``grace_s`` this logs every pending asyncio task with the line
-it is awaiting, and ``faulthandler`` writes every thread's stack to stderr
+it is awaiting, and a daemon timer thread writes every thread's stack to stderr
 (from its own thread, so it also fires when the event loop is already gone
-and the interpreter waits on a worker thread at exit), once. A second
+and the interpreter waits on a worker thread at exit), once. Not
+``faulthandler.dump_traceback_later``: its watchdog reads the other threads'
+frames without the GIL, and with the engine's threads running it crashed a
+test run with a segmentation fault (CI, 2026-12-06); a crash in the stop loses
+the store's last batch. The timer takes the GIL (``sys._current_frames``), so a
+thread stuck in C code holding the GIL delays the dump, never corrupts it. A second
 signal does not wait for the reply in flight: ``hurry`` is called, and the
 usual clean-up (store flush, engine shutdown) still runs.
 
@@ -21,11 +26,12 @@ before the last flush and the engine's shutdown used to raise
 from __future__ import annotations
 
 import asyncio
-import faulthandler
 import io
 import logging
 import signal
 import sys
+import threading
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -75,6 +81,7 @@ class ShutdownWatch:
         self._grace_s = grace_s
         self._requests = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._thread_dump: threading.Timer | None = None
 
     @property
     def requested(self) -> bool:
@@ -86,13 +93,16 @@ class ShutdownWatch:
         if self._requests == 1:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self._grace_s, self.report)
-            faulthandler.dump_traceback_later(self._grace_s, exit=False, file=sys.stderr)
+            self._thread_dump = threading.Timer(self._grace_s, dump_threads)
+            self._thread_dump.daemon = True
+            self._thread_dump.name = "chatling-slow-stop-dump"
+            self._thread_dump.start()
         elif self._requests == 2:
             log.warning("second stop signal: not waiting for the reply in flight")
             self._hurry()
 
     def report(self) -> None:
-        """Log what the stop still waits for: the pending tasks (threads: ``faulthandler``)."""
+        """Log what the stop still waits for: the pending tasks (threads: ``dump_threads``)."""
         tasks = [t for t in asyncio.all_tasks() if not t.done()]
         log.warning(
             "still stopping after %.0f s; %d task(s) pending (send the signal again to stop "
@@ -111,3 +121,23 @@ class ShutdownWatch:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def cancel_thread_dump(self) -> None:
+        """Disarm the thread dump (a process that goes on after a stop, as a test does)."""
+        if self._thread_dump is not None:
+            self._thread_dump.cancel()
+            self._thread_dump = None
+
+
+def dump_threads(file: Any = None) -> None:
+    """Every thread's stack, to stderr: what a slow stop waits for outside the event loop."""
+    out = file or sys.stderr
+    names = {t.ident: t.name for t in threading.enumerate()}
+    try:
+        out.write("chatling: still stopping; the stack of every thread:\n")
+        for ident, frame in sys._current_frames().items():
+            out.write(f"\nThread {names.get(ident, ident)}:\n")
+            out.write("".join(traceback.format_stack(frame)))
+        out.flush()
+    except (OSError, ValueError):  # stderr closed at exit: nothing to write to
+        pass

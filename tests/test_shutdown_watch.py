@@ -7,10 +7,10 @@ Real asyncio tasks and a real (short) grace period; the live test
 from __future__ import annotations
 
 import asyncio
-import faulthandler
 import logging
 import os
 import signal
+import threading
 
 from chatling.shutdown_watch import ShutdownWatch, StopSignals
 
@@ -25,7 +25,7 @@ async def test_first_request_reports_pending_tasks_after_grace(caplog) -> None:
         assert watch.requested and not hurried
         await asyncio.sleep(0.5)
     finally:
-        faulthandler.cancel_dump_traceback_later()
+        watch.cancel_thread_dump()
         stuck.cancel()
         watch.close()
     text = caplog.text
@@ -45,7 +45,7 @@ async def test_second_request_hurries_once_and_close_stops_the_report(caplog) ->
         watch.close()
         await asyncio.sleep(0.4)
     finally:
-        faulthandler.cancel_dump_traceback_later()
+        watch.cancel_thread_dump()
     assert "second stop signal" in caplog.text
     assert "still stopping" not in caplog.text
 
@@ -75,3 +75,38 @@ async def test_stop_signals_reach_the_loop_until_closed_then_the_old_handler_is_
         signals.close()  # twice is harmless (a run's exit stack may close it once more)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+async def test_slow_stop_dumps_every_thread_with_busy_threads_running(capsys) -> None:
+    """The thread dump holds the GIL while it reads frames: a busy Python thread (the
+    engine's, in a real run) changing its stack meanwhile cannot crash it, as
+    faulthandler's watchdog crashed a CI run."""
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            sum(i * i for i in range(200))
+
+    worker = threading.Thread(target=busy, name="busy-worker", daemon=True)
+    worker.start()
+    watch = ShutdownWatch(hurry=lambda: None, grace_s=0.1)
+    try:
+        watch.request()
+        await asyncio.sleep(0.5)
+    finally:
+        watch.cancel_thread_dump()
+        watch.close()
+        stop.set()
+        worker.join(5)
+    err = capsys.readouterr().err
+    assert "still stopping; the stack of every thread" in err
+    assert "Thread busy-worker:" in err and "in busy" in err
+
+
+async def test_a_cancelled_thread_dump_writes_nothing(capsys) -> None:
+    watch = ShutdownWatch(hurry=lambda: None, grace_s=0.1)
+    watch.request()
+    watch.cancel_thread_dump()
+    watch.close()
+    await asyncio.sleep(0.3)
+    assert "still stopping" not in capsys.readouterr().err

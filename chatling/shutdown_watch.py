@@ -129,9 +129,9 @@ class ShutdownWatch:
             self._thread_dump = None
 
 
-def dump_threads(file: Any = None) -> None:
+def dump_threads() -> None:
     """Every thread's stack, to stderr: what a slow stop waits for outside the event loop."""
-    out = file or sys.stderr
+    out = sys.stderr
     names = {t.ident: t.name for t in threading.enumerate()}
     try:
         out.write("chatling: still stopping; the stack of every thread:\n")

@@ -389,7 +389,7 @@ def draw_aucs(files: Sequence[Sequence[Moment]], *, repeats: int = 4) -> list[fl
         for k in range(slots):
             posted = [m for m in posted_draw(with_real, k) if m.chosen]
             real = [m.real[(k + i) % len(m.real)] for i, m in enumerate(posted)]
-            chosen = [m.chosen for m in posted if m.chosen]
+            chosen = [str(m.chosen) for m in posted]
             aucs.append(classifier_auc(real, chosen, repeats=repeats, seed=k)["mean"])
     return aucs
 

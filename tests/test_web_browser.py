@@ -54,6 +54,12 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 DEMO = PROJECT_ROOT / "data" / "demo"
+# The whole browser session, bounded below pytest-timeout's 1200 s: a step that hangs
+# (an evaluate on a stuck page, an HTTP call) fails with the line it was awaiting, and
+# the browser, its driver and the replay are still stopped here. pytest-timeout's own
+# stop leaves them running, and the session then hangs at its end waiting for them.
+SESSION_BUDGET_S = 900.0
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=60)
 SCREENSHOTS = PROJECT_ROOT / "docs" / "img"
 
 # Records, in the page, when each overlay line appeared (lines fade and go away).
@@ -208,8 +214,9 @@ async def test_control_room_in_a_real_browser(engine, whisper_model, tmp_path) -
     marked_text = promoted_at = None
     try:
         async with (
+            asyncio.timeout(SESSION_BUDGET_S),
             async_playwright() as pw,
-            aiohttp.ClientSession() as http,
+            aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http,
         ):
             browser = await pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
             context = await browser.new_context(viewport={"width": 1280, "height": 900})
@@ -252,7 +259,7 @@ async def test_control_room_in_a_real_browser(engine, whisper_model, tmp_path) -
             for html in (await overlay.content(), await dashboard.content()):
                 assert token not in html
 
-            async def status() -> str:
+            async def show_status() -> str:
                 return f"(status: {await api('/api/status')})"
 
             async def lines() -> list[dict[str, Any]]:
@@ -263,7 +270,11 @@ async def test_control_room_in_a_real_browser(engine, whisper_model, tmp_path) -
 
             # Replies reach the overlay within a second of being posted.
             await _until(
-                lambda: _at_least(posted_lines, 2), "two replies on overlay", 240, first, status
+                lambda: _at_least(posted_lines, 2),
+                "two replies on overlay",
+                240,
+                first,
+                show_status,
             )
             feed = {r["id"]: r for r in (await api("/api/replies"))["replies"]}
             for line in await posted_lines():
@@ -283,8 +294,8 @@ async def test_control_room_in_a_real_browser(engine, whisper_model, tmp_path) -
             # At most the reply in flight comes out; chat still flows in and is logged.
             assert len(await posted_lines()) <= paused_at + 1
             assert len((await api("/api/replies?limit=1000"))["replies"]) <= attempts + 1
-            status = await api("/api/status")
-            assert status["paused"] is True and status["chat_in"] > chat_in
+            paused_status = await api("/api/status")
+            assert paused_status["paused"] is True and paused_status["chat_in"] > chat_in
             await dashboard.click("#say")
             await dashboard.wait_for_selector("#message:text('paused')")
 
@@ -312,11 +323,11 @@ async def test_control_room_in_a_real_browser(engine, whisper_model, tmp_path) -
                 "a reply after resume",
                 240,
                 first,
-                status,
+                show_status,
             )
 
             # Bad input: a clear 4xx and nothing changes.
-            for path, body, status in (
+            for path, body, expected in (
                 ("/api/adapters/promote", {"version": "v9999"}, 400),
                 ("/api/adapters/promote", {"version": "../../etc"}, 400),
                 ("/api/adapters/promote", {}, 400),
@@ -325,7 +336,7 @@ async def test_control_room_in_a_real_browser(engine, whisper_model, tmp_path) -
                 ("/api/replies/999999/mark", {"mark": "bad"}, 404),
             ):
                 async with http.post(base + path, json=body, headers=auth) as r:
-                    assert r.status == status, (path, body, await r.text())
+                    assert r.status == expected, (path, body, await r.text())
                     assert (await r.json())["error"]
             async with http.post(base + "/api/pause", data="x", headers=auth) as r:
                 assert r.status == 415
@@ -396,7 +407,7 @@ async def test_control_room_in_a_real_browser(engine, whisper_model, tmp_path) -
                     "a reply of the restarted bot on the overlay",
                     240,
                     second,
-                    status,
+                    show_status,
                 )
                 await dashboard.wait_for_selector("#link:text('live')")
             finally:
@@ -406,7 +417,8 @@ async def test_control_room_in_a_real_browser(engine, whisper_model, tmp_path) -
         if not first.done():
             first.cancel()
             await asyncio.wait({first}, timeout=120)  # bounded: the failure above is the story
-        await engine.set_adapter(None)  # the session's engine serves the base model again
+        # The session's engine serves the base model again (bounded, as above).
+        await asyncio.wait_for(engine.set_adapter(None), 120)
 
     db = sqlite3.connect(result.db_path)
     db.row_factory = sqlite3.Row

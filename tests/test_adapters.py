@@ -6,8 +6,11 @@ engine) is in tests/test_nightly.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
+import random
 import sqlite3
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import pytest
 from chatling.core.errors import ConfigError, ModelError
 from chatling.learn.gate import AdapterScores, GateOptions, decide
 from chatling.learn.registry import AdapterRegistry, check_adapter_dir
+from chatling.learn.scoring import writing_auc
 from chatling.store import Store
 from chatling.store.runlog import RunLog
 
@@ -197,6 +201,66 @@ def test_gate_ranking_setting_reaches_the_nightly_config() -> None:
     assert not NightlyConfig.from_settings(defaults, env_file=None).gate.ranking_required
     strict = Settings(_env_file=None, schedule={"gate_ranking": "required"})  # type: ignore[call-arg]
     assert NightlyConfig.from_settings(strict, env_file=None).gate.ranking_required
+
+
+def _writer(auc: float) -> AdapterScores:
+    return dataclasses.replace(
+        _scores([1.0] * 40, [0.5] * 40, 50.0), writing_auc=auc, writing_auc_std=0.05
+    )
+
+
+def test_gate_writing_check_is_recorded_by_default_and_refuses_when_required() -> None:
+    times, sources = _points(40)
+    current, worse_writer, better_writer = _writer(0.70), _writer(0.80), _writer(0.62)
+    recorded = decide(current, worse_writer, times, sources)
+    assert recorded.promote, recorded.reasons
+    check = recorded.checks["writing_auc"]
+    assert check["passed"] is False and check["gating"] is False
+    assert check["candidate"] == 0.80 and check["current"] == 0.70
+    assert "writing AUC 0.800" in recorded.reason and "reported, not gating" in recorded.reason
+    required = GateOptions(writing_required=True)
+    refused = decide(current, worse_writer, times, sources, required)
+    assert not refused.promote and "writes less like chat" in refused.reason
+    assert decide(current, better_writer, times, sources, required).promote
+    within = decide(current, _writer(0.74), times, sources, required)  # inside the 0.05 margin
+    assert within.promote, within.reasons
+
+
+def test_gate_writing_unmeasured_passes_and_says_so() -> None:
+    times, sources = _points(40)
+    unmeasured = _scores([1.0] * 40, [0.5] * 40, 50.0)  # writing_auc NaN: too few samples
+    decision = decide(_writer(0.6), unmeasured, times, sources, GateOptions(writing_required=True))
+    assert decision.promote, decision.reasons
+    assert "writing AUC not measured" in decision.checks["writing_auc"]["line"]
+    assert decision.checks["writing_auc"]["candidate"] is None
+
+
+def test_writing_auc_tells_another_style_from_chat_and_not_chat_from_itself() -> None:
+    rng = random.Random(0)
+    words = ["pog", "LUL", "W", "KEKW", "no way", "GG", "lets go", "true", "LMAO", "what"]
+    chat = [" ".join(rng.choices(words, k=rng.randint(1, 3))) for _ in range(120)]
+    more_chat = [" ".join(rng.choices(words, k=rng.randint(1, 3))) for _ in range(120)]
+    essays = [
+        f"As a helpful assistant, I think topic number {i} is quite interesting indeed."
+        for i in range(120)
+    ]
+    assert writing_auc(chat, essays, seed=0)["mean"] > 0.95
+    assert abs(writing_auc(chat, more_chat, seed=0)["mean"] - 0.5) < 0.15
+    assert math.isnan(writing_auc(chat[:5], essays[:5], seed=0)["mean"])  # too few to fit
+    assert math.isnan(writing_auc(chat, [""] * 120, seed=0)["mean"])  # nothing was written
+
+
+def test_gate_writing_setting_reaches_the_nightly_config() -> None:
+    from chatling.core.settings import Settings
+    from chatling.learn.config import NightlyConfig
+
+    defaults = NightlyConfig.from_settings(Settings(_env_file=None), env_file=None)  # type: ignore[call-arg]
+    assert not defaults.gate.writing_required and defaults.gate.writing_margin == 0.05
+    strict = Settings(  # type: ignore[call-arg]
+        _env_file=None, schedule={"gate_writing": "required", "gate_writing_margin": 0.02}
+    )
+    gate = NightlyConfig.from_settings(strict, env_file=None).gate
+    assert gate.writing_required and gate.writing_margin == 0.02
 
 
 # -- the runs table -------------------------------------------------------------------

@@ -265,7 +265,7 @@ class ScheduleSettings(_Group):
     eval_points: int = 200
     """Held-out points the gate scores both adapters on."""
     gate_generations: int = 32
-    """Sampled replies per adapter for the gate's blocked-share check."""
+    """Sampled replies per adapter for the gate's blocked-share and writing checks."""
     gate_ranking: Literal["reported", "required"] = "reported"
     """Recall@10 and MRR in the gate: `reported` (computed and recorded, a drop does not stop
     promotion) or `required` (a drop beyond the margin refuses the adapter). Reported by
@@ -279,6 +279,14 @@ class ScheduleSettings(_Group):
     """Blocked share the new adapter may exceed the current one's by."""
     gate_perplexity_margin: float = 0.02
     """Relative perplexity increase still accepted (sampling noise)."""
+    gate_writing: Literal["reported", "required"] = "reported"
+    """How well a classifier tells the sampled replies from the real messages (AUC, 0.5 =
+    reads as chat) in the gate: `reported` (recorded beside the other checks) or `required`
+    (an AUC above the current adapter's by more than the margin refuses the new one). On 32
+    samples it strays by about 0.08 (docs/results.md): `required` wants
+    gate_generations >= 128."""
+    gate_writing_margin: float = 0.05
+    """AUC the new adapter's replies may exceed the current one's by (sampling noise)."""
     nice: int = 15
     """CPU priority of the retrain process (0 normal, 19 lowest)."""
     train_threads: int = 1

@@ -59,6 +59,8 @@ class NightlyConfig:
                 rank_margin=s.gate_rank_margin,
                 perplexity_margin=s.gate_perplexity_margin,
                 blocked_margin=s.gate_blocked_margin,
+                writing_required=s.gate_writing == "required",
+                writing_margin=s.gate_writing_margin,
             ),
             nice=s.nice,
             threads=s.train_threads,

@@ -19,6 +19,16 @@ promoted only if every check passes:
   ``perplexity_margin`` (relative).
 - Share of sampled replies the safety filter blocks: not above the current's
   by more than ``blocked_margin`` (absolute).
+- How well its sampled replies can be told from the real messages of the same
+  points (``writing_required``; else recorded only): the writing classifier's
+  ROC AUC (``chatling.training.eval.writing.classifier_auc``, 0.5 = cannot),
+  not above the current's by more than ``writing_margin``. Ranking and
+  perplexity ask whether the adapter recognises chat; this asks whether what it
+  writes reads like chat, the product's own measure. Recorded only by default:
+  on few samples the AUC reads low and strays far (SFT b's DougDoug validation
+  posts, s.d. over 20 random subsets: 32 posts 0.61 +- 0.08, 64 0.66 +- 0.05,
+  128 0.70 +- 0.03, all 195 0.72), so at the default 32 it tells a nightly
+  report how the writer moved, not a verdict; ``required`` wants 128 or more.
 
 ``decide`` is pure: metrics in, decision and reasons out, so the rule is tested
 without a model.
@@ -26,6 +36,7 @@ without a model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +54,8 @@ class GateOptions:
     rank_margin: float = 0.01
     perplexity_margin: float = 0.02
     blocked_margin: float = 0.05
+    writing_required: bool = False
+    writing_margin: float = 0.05
     n_boot: int = 1000
     block_s: float = 60.0
     seed: int = 0
@@ -58,6 +71,10 @@ class AdapterScores:
     perplexity: float
     blocked: int
     generated: int
+    writing_auc: float = float("nan")
+    """Classifier AUC of its sampled replies against the points' real messages (NaN: not
+    measured, e.g. too few samples)."""
+    writing_auc_std: float = float("nan")
 
     @property
     def blocked_share(self) -> float:
@@ -70,6 +87,7 @@ class AdapterScores:
             "perplexity": self.perplexity,
             "blocked_share": self.blocked_share,
             "generated": self.generated,
+            "writing_auc": None if math.isnan(self.writing_auc) else self.writing_auc,
         }
 
 
@@ -146,7 +164,42 @@ def decide(
     }
     if not ok:
         failed.append(f"more replies blocked: {line}")
+    writing = _writing_check(current, candidate, options)
+    checks["writing_auc"] = writing
+    if not writing["passed"] and writing["gating"]:
+        failed.append(f"writes less like chat: {writing['line']} (limit {writing['limit']:.3f})")
     return GateDecision(not failed, tuple(failed), checks)
+
+
+def _writing_check(
+    current: AdapterScores, candidate: AdapterScores, options: GateOptions
+) -> dict[str, Any]:
+    """The writing check's record; unmeasured on either side, it passes and says so."""
+    cand, cur = candidate.writing_auc, current.writing_auc
+    if math.isnan(cand) or math.isnan(cur):
+        return {
+            "candidate": None if math.isnan(cand) else cand,
+            "current": None if math.isnan(cur) else cur,
+            "passed": True,
+            "gating": False,
+            "limit": None,
+            "line": "writing AUC not measured (too few sampled replies)",
+        }
+    limit = cur + options.writing_margin
+    line = (
+        f"writing AUC {cand:.3f} ± {candidate.writing_auc_std:.3f} vs "
+        f"{cur:.3f} ± {current.writing_auc_std:.3f} (0.5: reads as chat)"
+    )
+    if not options.writing_required:
+        line += " (reported, not gating)"
+    return {
+        "candidate": cand,
+        "current": cur,
+        "limit": limit,
+        "passed": cand <= limit,
+        "gating": options.writing_required,
+        "line": line,
+    }
 
 
 __all__ = ["GATED_METRICS", "AdapterScores", "GateDecision", "GateOptions", "decide"]

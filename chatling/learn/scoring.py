@@ -118,15 +118,34 @@ def score_adapter(
             model, tokenizer, ranker, points, safety, config.gate_generations, config.seed
         )
     perplexity = summed.perplexity.value if summed.perplexity else math.inf
+    writing = writing_auc([p.pair.target for p in points[:generated]], texts, config.seed)
     scores = AdapterScores(
         name=name,
         per_point={m: summed.per_point[m] for m in ("recall@10", "mrr")},
         perplexity=perplexity,
         blocked=blocked,
         generated=generated,
+        writing_auc=writing["mean"],
+        writing_auc_std=writing["std"],
     )
     del model
     return scores, texts
+
+
+MIN_WRITING_SAMPLES = 10
+
+
+def writing_auc(real: list[str], sampled: list[str], seed: int) -> dict[str, float]:
+    """How well the writing classifier tells the sampled replies from the real messages of
+    the same points (0.5: it cannot); NaN with fewer than ``MIN_WRITING_SAMPLES`` non-empty
+    replies, where five-fold cross-validation has too little to fit on."""
+    from chatling.training.eval.writing import classifier_auc
+
+    pairs = [(r, t) for r, t in zip(real, sampled, strict=False) if t.strip() and r.strip()]
+    if len(pairs) < MIN_WRITING_SAMPLES:
+        return {"mean": math.nan, "std": math.nan}
+    auc = classifier_auc([r for r, _ in pairs], [t for _, t in pairs], seed=seed)
+    return {"mean": auc["mean"], "std": auc["std"]}
 
 
 def _cuda() -> bool:
@@ -163,4 +182,4 @@ def base_of(adapter_dir: Path | None, config: NightlyConfig) -> str:
     return str(DEFAULT_MODEL_DIR)
 
 
-__all__ = ["base_of", "held_out_points", "score_adapter"]
+__all__ = ["base_of", "held_out_points", "score_adapter", "writing_auc"]

@@ -27,7 +27,7 @@ promoted only if every check passes:
   writes reads like chat, the product's own measure. Recorded only by default:
   on few samples the AUC reads low and strays far (SFT b's DougDoug validation
   posts, s.d. over 20 random subsets: 32 posts 0.61 +- 0.08, 64 0.66 +- 0.05,
-  128 0.70 +- 0.03, all 195 0.72), so at the default 32 it tells a nightly
+  128 0.70 +- 0.03, all 195 0.71), so at the default 32 it tells a nightly
   report how the writer moved, not a verdict; ``required`` wants 128 or more.
 
 ``decide`` is pure: metrics in, decision and reasons out, so the rule is tested

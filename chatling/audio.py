@@ -8,7 +8,7 @@ constant memory. A file FFmpeg cannot read becomes an ``AudioError`` naming it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16_000
 
 
-def iter_audio_chunks(path: str | Path, chunk_s: float = 1.0) -> Iterator[np.ndarray]:
+def iter_audio_chunks(path: str | Path, chunk_s: float = 1.0) -> Generator[np.ndarray, None, None]:
     """Yield float32 mono chunks of ``chunk_s`` seconds (the last may be shorter)."""
     import av
 

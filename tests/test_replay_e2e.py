@@ -129,3 +129,36 @@ async def test_replay_until_stops_early(engine, whisper_model, tmp_path) -> None
     finally:
         db.close()
     assert ends and max(ends) <= 9.0, "no audio past --until should be transcribed"
+
+
+async def test_a_stop_while_audio_is_decoding_ends_cleanly(whisper_model) -> None:
+    """Ctrl-C while the decoder thread is inside the audio generator: the replay's audio
+    source ends with the cancellation, not with "generator already executing" (a CI run
+    of the browser test ended a replay's stop with that error), and no decoder thread is
+    left behind. The demo stream decoded as one 175 s chunk takes about half a second
+    here, so a cancel after 0.1 s lands while it decodes."""
+    import asyncio
+    import threading
+
+    from chatling.core.clock import StreamClock
+    from chatling.sources.replay import replay_audio
+    from chatling.transcribe import StreamingTranscriber, TranscriberOptions
+
+    inbox: asyncio.Queue = asyncio.Queue()
+    transcriber = StreamingTranscriber(whisper_model, TranscriberOptions())
+    for _ in range(3):
+        task = asyncio.create_task(
+            replay_audio(
+                PROJECT_ROOT / "data" / "demo" / "stream.opus",
+                StreamClock(speed=1000.0),
+                transcriber,
+                inbox,
+                chunk_s=175.0,
+            )
+        )
+        await asyncio.sleep(0.1)
+        assert not task.done(), "the chunk decoded before the stop: the test proves nothing"
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert not [t for t in threading.enumerate() if t.name.startswith("chatling-decode")]

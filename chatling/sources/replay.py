@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -53,13 +54,20 @@ async def replay_audio(
     chunk_s: float = 1.0,
     until: float | None = None,
 ) -> float:
-    """Feed the file's audio to the transcriber at stream speed; return seconds fed."""
+    """Feed the file's audio to the transcriber at stream speed; return seconds fed.
+
+    Decoding runs on one thread of its own (a long video must not stall the loop), and
+    the decoder is closed on that thread too: a stop (Ctrl-C) cancels the wait for a chunk,
+    not the decoding of it, and a generator cannot be closed while it runs ("generator
+    already executing" ended a replay's stop with that error instead of its result).
+    """
     chunks = iter_audio_chunks(path, chunk_s=chunk_s)
+    decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatling-decode")
+    loop = asyncio.get_running_loop()
     fed = 0.0
     try:
         while True:
-            # Decoding runs in a thread too: a long video must not stall the loop.
-            chunk = await asyncio.to_thread(_next_chunk, chunks)
+            chunk = await loop.run_in_executor(decoder, _next_chunk, chunks)
             if chunk is None:
                 break
             fed += chunk.size / SAMPLE_RATE
@@ -71,6 +79,17 @@ async def replay_audio(
         for utterance in await transcriber.aflush():
             await inbox.put(utterance)
     finally:
-        chunks.close()  # type: ignore[attr-defined]
+        await _close_on(decoder, chunks)
     log.info("audio replay finished: %.1f s of audio", fed)
     return fed
+
+
+async def _close_on(decoder: ThreadPoolExecutor, chunks: Generator[np.ndarray, None, None]) -> None:
+    """Close ``chunks`` on the decoder's thread, after any chunk it is still decoding.
+
+    Queued behind that chunk, so never while the generator runs. A second cancellation
+    only stops the waiting: the close still runs on the thread (``shutdown(wait=False)``
+    keeps queued work)."""
+    closing = asyncio.get_running_loop().run_in_executor(decoder, chunks.close)
+    decoder.shutdown(wait=False)
+    await closing

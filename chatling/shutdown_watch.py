@@ -165,9 +165,8 @@ def cancel_thread_dumps() -> int:
     another test."""
     with _armed_lock:
         timers = list(_armed_dumps)
-        _armed_dumps.clear()
     for timer in timers:
-        timer.cancel()
+        timer.disarm()
     return len(timers)
 
 

@@ -141,7 +141,7 @@ def writing_auc(real: list[str], sampled: list[str], seed: int) -> dict[str, flo
     replies, where five-fold cross-validation has too little to fit on."""
     from chatling.training.eval.writing import classifier_auc
 
-    pairs = [(r, t) for r, t in zip(real, sampled, strict=False) if t.strip() and r.strip()]
+    pairs = [(r, t) for r, t in zip(real, sampled, strict=True) if t.strip() and r.strip()]
     if len(pairs) < MIN_WRITING_SAMPLES:
         return {"mean": math.nan, "std": math.nan}
     auc = classifier_auc([r for r, _ in pairs], [t for _, t in pairs], seed=seed)

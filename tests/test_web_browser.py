@@ -144,7 +144,6 @@ class _Steps:
     was in and how long every step took, in the one line CI's summary keeps."""
 
     def __init__(self) -> None:
-        self.started = time.monotonic()
         self.marks: list[tuple[str, float]] = []
 
     def __call__(self, name: str) -> None:
@@ -233,9 +232,10 @@ async def test_control_room_in_a_real_browser(engine, whisper_model, tmp_path) -
     )
     marked_text = promoted_at = None
     step = _Steps()
+    budget = asyncio.timeout(SESSION_BUDGET_S)
     try:
         async with (
-            asyncio.timeout(SESSION_BUDGET_S),
+            budget,
             async_playwright() as pw,
             aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http,
         ):
@@ -454,6 +454,8 @@ async def test_control_room_in_a_real_browser(engine, whisper_model, tmp_path) -
             step("browser closed")
             await browser.close()  # bounded by the session; the driver's exit kills it
     except TimeoutError:
+        if not budget.expired():
+            raise  # an HTTP call's own timeout, not the session's budget
         pytest.fail(f"the browser session ran past {SESSION_BUDGET_S:.0f} s: {step}")
     finally:
         if not first.done():
